@@ -1,0 +1,240 @@
+"""One typed configuration object for every part of streamd.
+
+Values come, lowest precedence first, from: the dataclass defaults below, a YAML file
+(`config.yaml` in the working directory, or the path in ``STREAMD_CONFIG``), environment
+variables ``STREAMD_<SECTION>__<KEY>`` (for example ``STREAMD_KAFKA__BOOTSTRAP_SERVERS``), and
+explicit overrides such as CLI flags (``{"kafka.bootstrap_servers": "..."}``).
+
+Every value is checked when it is loaded: a wrong type, an unknown key or a value outside its
+allowed set fails at start with a :class:`ConfigError` that names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "STREAMD_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or out of range."""
+
+
+def _choice(*allowed: Any, default: Any) -> Any:
+    return field(default=default, metadata={"choices": allowed})
+
+
+def _bounded(default: Any, lo: float | None = None, hi: float | None = None) -> Any:
+    return field(default=default, metadata={"min": lo, "max": hi})
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    audio_topic: str = "streamd.audio"
+    events_topic: str = "streamd.recognitions"
+    deadletter_topic: str = "streamd.deadletter"
+    group_id: str = "streamd"
+    audio_partitions: int = _bounded(8, 1, 10_000)
+    security_protocol: str = _choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL", default="PLAINTEXT")
+    sasl_mechanism: str = _choice("", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", default="")
+    sasl_username: str = ""
+    sasl_password: str = field(default="", metadata={"secret": True})
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    url: str = "redis://127.0.0.1:6379/0"
+    username: str = ""
+    password: str = field(default="", metadata={"secret": True})
+    ssl_ca_certs: str = ""
+    socket_timeout_s: float = _bounded(5.0, 0.1, 600)
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    sample_rate: int = _choice(12000, default=12000)
+    n_fft: int = _choice(256, 512, 1024, default=512)
+    hop_length: int = _choice(128, 256, 512, default=256)
+    n_mels: int = _bounded(96, 16, 256)
+    window_frames: int = _bounded(1366, 64, 4096)
+    pad_frames: int = _bounded(0, 0, 1024)
+    max_gap_fill_s: float = _bounded(2.0, 0.0, 60.0)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    weights: str = "models/streamd-hash64.safetensors"
+    device: str = _choice("auto", "cpu", "cuda", default="auto")
+    bits: int = _choice(16, 32, 64, 128, default=64)
+    hop_frames: int = _bounded(48, 1, 4096)
+    max_batch: int = _bounded(4096, 1, 1_000_000)
+    threads: int = _bounded(0, 0, 256)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    catalog: str = "default"
+    search: str = _choice("exact", "mih", default="exact")
+    top_k: int = _bounded(10, 1, 1000)
+    mih_radius: int = _bounded(8, 0, 64)
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    http_host: str = "127.0.0.1"
+    http_port: int = _bounded(9108, 0, 65535)
+    min_confidence: float = _bounded(0.5, 0.0, 1.0)
+    max_lag_s: float = _bounded(30.0, 1.0, 3600.0)
+    log_format: str = _choice("json", "text", default="json")
+    log_level: str = _choice("DEBUG", "INFO", "WARNING", "ERROR", default="INFO")
+
+
+@dataclass(frozen=True)
+class ServicesConfig:
+    state_dir: str = ".local"
+    kafka_port: int = _bounded(9092, 1, 65535)
+    kafka_controller_port: int = _bounded(9093, 1, 65535)
+    kafka_version: str = "4.1.1"
+    kafka_heap_mb: int = _bounded(512, 128, 16384)
+    redis_port: int = _bounded(6379, 1, 65535)
+    start_timeout_s: float = _bounded(90.0, 1.0, 900.0)
+
+
+@dataclass(frozen=True)
+class Config:
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    services: ServicesConfig = field(default_factory=ServicesConfig)
+
+    def redacted(self) -> dict[str, dict[str, Any]]:
+        """The configuration as plain dicts, with secrets replaced, safe to log."""
+        out: dict[str, dict[str, Any]] = {}
+        for section in dataclasses.fields(self):
+            values = {}
+            for f in dataclasses.fields(_section_type(section.name)):
+                value = getattr(getattr(self, section.name), f.name)
+                values[f.name] = "***" if f.metadata.get("secret") and value else value
+            out[section.name] = values
+        return out
+
+
+def _section_type(name: str) -> type:
+    return typing.get_type_hints(Config)[name]
+
+
+def _coerce(key: str, f: dataclasses.Field, raw: Any, hint: Any) -> Any:
+    if isinstance(hint, types.UnionType):
+        hint = next(t for t in typing.get_args(hint) if t is not type(None))
+    try:
+        if hint is bool:
+            if isinstance(raw, str):
+                lowered = raw.strip().lower()
+                if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(raw)
+                value: Any = lowered in ("1", "true", "yes", "on")
+            else:
+                value = bool(raw)
+        elif hint is int:
+            if isinstance(raw, float) and not raw.is_integer():
+                raise ValueError(raw)
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            value = int(raw)
+        elif hint is float:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            value = float(raw)
+        else:
+            if isinstance(raw, (dict, list)):
+                raise ValueError(raw)
+            value = "" if raw is None else str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: {raw!r} is not a valid {hint.__name__}") from None
+    choices = f.metadata.get("choices")
+    if choices is not None and value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ConfigError(f"{key}: {value!r} is not allowed; allowed values: {allowed}")
+    lo, hi = f.metadata.get("min"), f.metadata.get("max")
+    if lo is not None and value < lo or hi is not None and value > hi:
+        raise ConfigError(f"{key}: {value!r} is out of range; allowed: {lo} to {hi}")
+    return value
+
+
+def _env_overrides(environ: typing.Mapping[str, str]) -> dict[str, str]:
+    out = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name or name == "STREAMD_CONFIG":
+            continue
+        section, _, key = name[len(ENV_PREFIX):].partition("__")
+        out[f"{section.lower()}.{key.lower()}"] = value
+    return out
+
+
+def default_config_path() -> Path | None:
+    env = os.environ.get("STREAMD_CONFIG")
+    if env:
+        return Path(env)
+    here = Path("config.yaml")
+    return here if here.exists() else None
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: typing.Mapping[str, Any] | None = None,
+    environ: typing.Mapping[str, str] | None = None,
+) -> Config:
+    """Build the :class:`Config` from defaults, a YAML file, env vars and overrides.
+
+    ``overrides`` maps dotted keys (``"model.device"``) to values; ``None`` values are ignored
+    so that unset CLI flags can be passed through as they are.
+    """
+    layered: dict[str, Any] = {}
+    path = Path(path) if path is not None else default_config_path()
+    if path is not None:
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            document = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(document, dict):
+            raise ConfigError(f"config file {path}: top level must be a mapping of sections")
+        for section, values in document.items():
+            if values is None:
+                continue
+            if not isinstance(values, dict):
+                raise ConfigError(f"{section}: must be a mapping of keys, got {type(values).__name__}")
+            for key, value in values.items():
+                layered[f"{section}.{key}"] = value
+    layered.update(_env_overrides(os.environ if environ is None else environ))
+    layered.update({k: v for k, v in (overrides or {}).items() if v is not None})
+
+    hints = typing.get_type_hints(Config)
+    sections: dict[str, dict[str, Any]] = {name: {} for name in hints}
+    for dotted, raw in layered.items():
+        section, _, key = dotted.partition(".")
+        if section not in hints:
+            raise ConfigError(f"{dotted}: unknown section {section!r}; sections: {', '.join(hints)}")
+        section_type = hints[section]
+        fields = {f.name: f for f in dataclasses.fields(section_type)}
+        if key not in fields:
+            raise ConfigError(f"{dotted}: unknown key; keys of {section}: {', '.join(fields)}")
+        field_hints = typing.get_type_hints(section_type)
+        sections[section][key] = _coerce(dotted, fields[key], raw, field_hints[key])
+    return Config(**{name: hints[name](**values) for name, values in sections.items()})
