@@ -47,26 +47,19 @@ def get_config(**overrides: Any) -> Config:
 
 
 def main() -> None:
-    """Console entry point: run the app, turning user-facing errors into one-line messages."""
+    """Console entry point: run the app, turning user-facing errors into one-line messages.
+
+    Typer's standalone mode already handles usage errors, ``--help`` and exit codes; what is
+    left are streamd's own errors, which are printed without a traceback.
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except (ConfigError, StreamdError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        raise
 
 
 def _todo(what: str) -> None:
@@ -76,28 +69,119 @@ def _todo(what: str) -> None:
 # --- Commands. Each helper module owns the body of its command(s). ---------------------------
 
 
+def _print_services(statuses: list) -> None:
+    console = Console()
+    for s in statuses:
+        state = "[green]up[/]" if s.ready else ("[yellow]starting[/]" if s.running else "[red]stopped[/]")
+        pid = f"pid {s.pid}" if s.pid else "no process"
+        console.print(f"[bold]{s.name:<6}[/] {state}  {pid}  {s.address}  version {s.version}")
+        console.print(f"       data {s.data_dir} ({s.disk_bytes / 1e6:.1f} MB)", highlight=False)
+        console.print(f"       {s.detail}", highlight=False)
+
+
 @services_app.command("up")
 def services_up() -> None:
     """Start local Kafka (KRaft) and Redis on 127.0.0.1, waiting until both answer."""
-    _todo("services up")
+    from streamd import services
+
+    _print_services(services.up(get_config(), log=err_console.print))
 
 
 @services_app.command("down")
 def services_down() -> None:
     """Stop the local Kafka and Redis started by `services up`."""
-    _todo("services down")
+    from streamd import services
+
+    services.down(get_config(), log=err_console.print)
 
 
 @services_app.command("status")
 def services_status() -> None:
-    """Say what runs where."""
-    _todo("services status")
+    """Say what runs where (exit status 3 when a service is not up)."""
+    from streamd import services
+
+    statuses = services.status(get_config())
+    _print_services(statuses)
+    if not all(s.ready for s in statuses):
+        raise typer.Exit(3)
 
 
 @app.command()
-def ingest() -> None:
+def ingest(
+    source: Annotated[str, typer.Argument(help="Audio file or HTTP/Icecast URL (anything FFmpeg reads).")],
+    stream: Annotated[str, typer.Option("--stream", "-s", help="Stream id: the Kafka key of every chunk.")],
+    topic: Annotated[str | None, typer.Option(help="Topic (default: kafka.audio_topic).")] = None,
+    realtime: Annotated[
+        bool, typer.Option("--realtime/--fast", help="Pace chunks by the wall clock, or send as fast as possible.")
+    ] = False,
+    chunk_ms: Annotated[float, typer.Option(min=10, max=10_000, help="Chunk length in milliseconds.")] = 500,
+    sample_rate: Annotated[
+        int | None, typer.Option(min=1000, max=384_000, help="Resample to this rate (default: the source's).")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="PCM format of the payload: s16le or f32le.")] = "s16le",
+    mono: Annotated[bool, typer.Option("--mono", help="Downmix to one channel.")] = False,
+    loop: Annotated[bool, typer.Option("--loop", help="Start the source again at its end (until Ctrl-C).")] = False,
+) -> None:
     """Decode a file or HTTP/Icecast URL and produce protocol chunks to Kafka."""
-    _todo("ingest")
+    import signal
+    import threading
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from streamd import ingest as ingest_mod
+    from streamd.protocol import FORMATS
+
+    if fmt not in FORMATS:
+        raise StreamdError(f"--format: {fmt!r} is not allowed; allowed values: {', '.join(FORMATS)}")
+    config = get_config()
+    topic = topic or config.kafka.audio_topic
+    stop = threading.Event()
+
+    def on_sigint(*_: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        err_console.print("stopping: flushing what was sent (Ctrl-C again to abort) ...")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(), console=err_console,
+    )  # fmt: skip
+    task = progress.add_task(stream, total=None, info="opening ...")
+
+    def on_open(info: ingest_mod.SourceInfo) -> None:
+        total = info.duration_s if info.duration_s and not loop else None
+        progress.update(task, total=total)
+        length = f"{info.duration_s:.1f} s" if info.duration_s else "live"
+        err_console.print(
+            f"{info.source}: {info.codec}, {info.source_rate} Hz -> {info.sample_rate} Hz, "
+            f"{info.channels} ch, {length} -> {topic}",
+            highlight=False,
+        )
+
+    def on_record(record: object, stats: ingest_mod.IngestStats) -> None:
+        info = f"{stats.records} chunks  {stats.audio_s:7.1f} s audio  {stats.bytes / 1e6:6.1f} MB  {stats.speed:5.1f}x"
+        progress.update(task, completed=stats.audio_s, info=info)
+
+    try:
+        with progress:
+            stats = ingest_mod.ingest_source(
+                config, source, stream, topic=topic, realtime=realtime, chunk_ms=chunk_ms,
+                sample_rate=sample_rate, fmt=fmt, mono=mono, loop=loop, stop=stop,
+                on_open=on_open, on_record=on_record,
+            )  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    seq = stats.last_seq.get(stream)
+    Console().print(
+        f"{'interrupted: ' if stats.stopped_early else ''}sent {stats.records} chunks of {stream} to {topic} "
+        f"(seq 0..{seq}), {stats.audio_s:.1f} s of audio, {stats.bytes / 1e6:.1f} MB in {stats.elapsed_s:.1f} s "
+        f"({stats.speed:.1f}x real time)",
+        highlight=False,
+    )
+    if stats.stopped_early:
+        raise typer.Exit(130)
 
 
 @app.command()
@@ -119,9 +203,24 @@ def recognize() -> None:
 
 
 @app.command()
-def train() -> None:
-    """Train the hash model."""
-    _todo("train")
+def train(
+    config_file: Annotated[Path | None, typer.Option("--config-file", help="Training YAML (e.g. models/train.yaml).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/<name>).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
+    preset: Annotated[str | None, typer.Option("--preset", help="Named variant, e.g. ablation-ce, ablation-full.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Override the number of training steps.")] = None,
+) -> None:
+    """Train the hash model (progress bar, checkpoints, resumable, seeded)."""
+    from dataclasses import replace
+
+    from streamd.train import load_train_config
+    from streamd.train import train as run_training
+
+    cfg = load_train_config(config_file, preset)
+    if steps is not None:
+        cfg = replace(cfg, steps=steps)
+    result = run_training(cfg, out or Path("runs") / cfg.name, resume=resume)
+    err_console.print(f"done: {result}")
 
 
 @app.command("eval")
@@ -143,15 +242,89 @@ def demo() -> None:
 
 
 @app.command()
-def simulate() -> None:
-    """Write simulated station recordings plus ground truth."""
-    _todo("simulate")
+def simulate(
+    catalog_dir: Annotated[Path, typer.Option(help="Catalog music: a folder (corpus with manifest.csv, or any audio), a manifest .csv or a list of paths.")],
+    out: Annotated[Path, typer.Option(help="Folder for the station recordings, truth.json and truth.csv.")],
+    unknown_dir: Annotated[Path | None, typer.Option(help="Music that is not in the catalog (same forms as --catalog-dir).")] = None,
+    catalog_split: Annotated[str | None, typer.Option(help="Only this corpus split (train/val/test) of --catalog-dir.")] = None,
+    unknown_split: Annotated[str | None, typer.Option(help="Only this corpus split of --unknown-dir.")] = None,
+    hours: Annotated[float, typer.Option(help="Length of each station recording.")] = 1.0,
+    streams: Annotated[int, typer.Option(help="Number of stations.")] = 4,
+    seed: Annotated[int, typer.Option(help="Same seed and inputs give byte-identical outputs.")] = 0,
+    sample_rate: Annotated[int, typer.Option(help="Sample rate of the recordings.")] = 12000,
+    format: Annotated[str, typer.Option("--format", help="wav or flac (16-bit mono).")] = "wav",
+    clean_stations: Annotated[int, typer.Option(help="How many of the first stations stay undegraded.")] = 1,
+    min_strength: Annotated[float, typer.Option(help="Weakest degradation strength of a station (0-1).")] = 0.3,
+    max_strength: Annotated[float, typer.Option(help="Strongest degradation strength of a station (0-1).")] = 1.0,
+    jobs: Annotated[int, typer.Option(help="Stations rendered at once (worker processes).")] = 1,
+    weights: Annotated[str | None, typer.Option(help="Item mix, e.g. catalog=0.55,unknown=0.2,talk=0.1,jingle=0.1,silence=0.05 (the default).")] = None,
+) -> None:
+    """Write simulated station recordings plus ground truth (see docs/accuracy.md)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from streamd.eval.report import schedule_with_weights, select_sources
+    from streamd.eval.simulate import SimulationError
+    from streamd.eval.simulate import simulate as run_simulation
+
+    schedule = schedule_with_weights(weights)
+    catalog = select_sources(catalog_dir, catalog_split)
+    unknown = select_sources(unknown_dir, unknown_split) if unknown_dir is not None else []
+    shared = {s.track_id for s in catalog} & {s.track_id for s in unknown}
+    if shared:
+        raise SimulationError(f"{len(shared)} tracks are both catalog and unknown (e.g. {sorted(shared)[0]}); use the split options")
+    console = Console()
+    console.print(f"{len(catalog)} catalog and {len(unknown)} unknown tracks; {streams} stations x {hours:g} h -> {out}")
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+    ) as progress:  # fmt: skip
+        tasks: dict[str, Any] = {}
+
+        def report(stream: str, seconds: float) -> None:
+            if stream not in tasks:
+                tasks[stream] = progress.add_task(stream, total=hours * 3600)
+            progress.update(tasks[stream], completed=seconds)
+
+        truth = run_simulation(
+            catalog, unknown, out, hours=hours, streams=streams, seed=seed, sample_rate=sample_rate, fmt=format,
+            clean_stations=clean_stations, strength=(min_strength, max_strength), progress=report, jobs=jobs,
+            schedule=schedule,
+        )  # fmt: skip
+    plays = sum(1 for s in truth.segments if s.kind == "catalog")
+    console.print(f"wrote {len(truth.stations)} stations, {plays} catalog plays, truth in {out / 'truth.json'}")
 
 
 @app.command()
-def score() -> None:
-    """Score play events against ground truth."""
-    _todo("score")
+def score(
+    truth: Annotated[Path, typer.Option(help="truth.json from `streamd simulate` (or its folder).")],
+    events: Annotated[Path, typer.Option(help="JSON-lines events from `streamd recognize` or the daemon ('-': stdin).")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the full report as JSON here.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG timeline of truth vs events here.")] = None,
+    plot_stream: Annotated[str | None, typer.Option(help="Station to plot (default: the first).")] = None,
+    min_play_s: Annotated[float, typer.Option(help="Plays shorter than this are optional.")] = 30.0,
+) -> None:
+    """Score play events against ground truth: precision/recall/F1, boundaries, latency, false events."""
+    import json
+
+    from streamd.eval.plot import plot_timeline
+    from streamd.eval.report import print_report, read_json_lines, wide_console
+    from streamd.eval.score import ScoreError, parse_events
+    from streamd.eval.score import score as score_events
+    from streamd.eval.simulate import load_truth
+
+    truth_dict = load_truth(truth).to_dict()
+    stream_end_s = {s["stream"]: s["duration_s"] for s in truth_dict["stations"]}
+    parsed = parse_events(read_json_lines(events), stream_end_s)
+    report = score_events(truth_dict, parsed, min_play_s=min_play_s)
+    print_report(report, wide_console())
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=1) + "\n")
+    if plot is not None:
+        stream = plot_stream or truth_dict["stations"][0]["stream"]
+        if stream not in stream_end_s:
+            raise ScoreError(f"--plot-stream {stream} is not in the truth")
+        plot_timeline(truth_dict, parsed, stream, plot, min_play_s=min_play_s)
 
 
 @catalog_app.command("list")

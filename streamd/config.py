@@ -12,6 +12,7 @@ allowed set fails at start with a :class:`ConfigError` that names the key and wh
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -71,6 +72,8 @@ class FrontendConfig:
     window_frames: int = _bounded(1366, 64, 4096)
     pad_frames: int = _bounded(0, 0, 1024)
     max_gap_fill_s: float = _bounded(2.0, 0.0, 60.0)
+    max_ts_jitter_s: float = _bounded(0.05, 0.0, 10.0)
+    resample_quality: str = _choice("QQ", "LQ", "MQ", "HQ", "VHQ", default="HQ")
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,9 @@ class StoreConfig:
     search: str = _choice("exact", "mih", default="exact")
     top_k: int = _bounded(10, 1, 1000)
     mih_radius: int = _bounded(8, 0, 64)
+    mih_substrings: int = _bounded(0, 0, 64)  # 0: about log2(catalog size) bits per substring
+    device: str = _choice("auto", "cpu", "cuda", default="auto")
+    search_threads: int = _bounded(0, 0, 256)  # 0: all cores
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,23 @@ class DaemonConfig:
     max_lag_s: float = _bounded(30.0, 1.0, 3600.0)
     log_format: str = _choice("json", "text", default="json")
     log_level: str = _choice("DEBUG", "INFO", "WARNING", "ERROR", default="INFO")
+    # Decision logic (streamd/decision.py, docs/decision.md).
+    min_hits: int = _bounded(4, 1, 1000)
+    min_evidence: float = _bounded(2.5, 0.0, 1000.0)
+    max_distance_ratio: float = _bounded(0.375, 0.0, 0.5)
+    align_tol_s: float = _bounded(1.5, 0.0, 60.0)
+    speed_tol: float = _bounded(0.03, 0.0, 0.5)
+    candidate_max_misses: int = _bounded(1, 0, 100)
+    end_after_misses: int = _bounded(8, 1, 1000)
+    from_start_max_s: float = _bounded(8.0, 0.0, 3600.0)
+    start_context_s: float = _bounded(3.0, 0.0, 600.0)
+    max_overlap_s: float = _bounded(2.0, 0.0, 600.0)
+    end_bias_s: float = _bounded(0.5, -60.0, 60.0)
+    max_candidates: int = _bounded(32, 1, 10_000)
+    # Events, ops and metrics (streamd/events.py, streamd/httpserver.py, streamd/metrics.py).
+    event_id_quantum_s: float = _bounded(10.0, 0.001, 3600.0)
+    health_stall_s: float = _bounded(30.0, 1.0, 3600.0)
+    metrics_top_streams: int = _bounded(0, 0, 1000)
 
 
 @dataclass(frozen=True)
@@ -108,6 +131,7 @@ class ServicesConfig:
     kafka_controller_port: int = _bounded(9093, 1, 65535)
     kafka_version: str = "4.1.1"
     kafka_heap_mb: int = _bounded(512, 128, 16384)
+    kafka_retention_mb: int = _bounded(1024, 16, 1_048_576)
     redis_port: int = _bounded(6379, 1, 65535)
     start_timeout_s: float = _bounded(90.0, 1.0, 900.0)
 
@@ -160,6 +184,8 @@ def _coerce(key: str, f: dataclasses.Field, raw: Any, hint: Any) -> Any:
             if isinstance(raw, bool):
                 raise ValueError(raw)
             value = float(raw)
+            if not math.isfinite(value):  # NaN would slip through every range check
+                raise ValueError(raw)
         else:
             if isinstance(raw, (dict, list)):
                 raise ValueError(raw)

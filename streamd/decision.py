@@ -1,0 +1,509 @@
+"""Per-stream decision logic: turn each hop's catalog matches into play events.
+
+Every hop (``model.hop_frames`` = 48 mel frames = 1.024 s of stream time) the daemon hashes the
+newest window of each stream and asks the store for the top-k nearest catalog codes. One such
+answer is weak evidence: for audio that is not in the catalog the store still returns k codes,
+at random tracks and offsets. What separates a real play from chance is *temporal consistency*:
+during a play, hop after hop, the same track comes back at a track offset that advances with
+stream time (at speed 1 ± ``speed_tol``, radio stations speed tracks up by a few percent).
+
+So per stream we keep a few hypotheses ("this stream plays track X with alignment
+``track_offset - stream_time`` = a"). A hypothesis gains a hit when a match of its track lands
+within ``align_tol_s`` of the offset it predicts; it dies when it misses too many hops. A
+hypothesis becomes a *play* (``started`` event) once it has ``min_hits`` hits, enough summed
+evidence and enough confidence; a play *ends* (``ended`` event) after ``end_after_misses`` hops
+without a hit, at the time of its last hit. Random matches almost never line up over several
+hops, so unknown music, speech and ads produce no events. docs/decision.md explains the rules,
+the boundary estimates and the measured false-event rate.
+
+All times here are *stream times* in seconds (any monotonic clock of the stream: seconds since
+stream start, or epoch seconds). The stream time of a hop is the time of the END (newest frame)
+of the window its code summarises, the same convention as catalog offsets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from streamd.config import Config
+
+STARTED = "started"
+ENDED = "ended"
+
+
+@dataclass(frozen=True)
+class DecisionParams:
+    """Thresholds of the decision logic. ``from_config`` reads them from ``Config.daemon``."""
+
+    hop_s: float = 1.024  # stream time between two hops of one stream
+    code_bits: int = 64  # K, bits per code
+    min_hits: int = 4  # hits a hypothesis needs before it becomes a play
+    min_evidence: float = 2.5  # summed hit scores (1 - 2 d / K per hit) needed to start
+    min_confidence: float = 0.5  # confidence needed to start
+    max_distance_ratio: float = 0.375  # matches farther than this * K bits are ignored
+    align_tol_s: float = 1.5  # how far a hit may land from the predicted track offset
+    speed_tol: float = 0.03  # allowed playback speed deviation (0.03 = 0.97 .. 1.03)
+    candidate_max_misses: int = 1  # consecutive misses a not-yet-started hypothesis survives
+    end_after_misses: int = 8  # consecutive misses that end a play (hysteresis)
+    from_start_max_s: float = 8.0  # a play first hit at most this far into the track was played from 0
+    start_context_s: float = 3.0  # audio the model needs before its first match (mid-track starts)
+    max_overlap_s: float = 2.0  # how much a play may overlap the previous one, for the start bound
+    end_bias_s: float = 0.5  # added to the last hit time to give the end (~ half a hop)
+    max_candidates: int = 32  # hypotheses kept per stream (bounded state)
+
+    @classmethod
+    def from_config(cls, config: Config) -> DecisionParams:
+        """Decision parameters from ``config.daemon``, hop and code length from the model/front end."""
+        d, fe = config.daemon, config.frontend
+        return cls(
+            hop_s=config.model.hop_frames * fe.hop_length / fe.sample_rate,
+            code_bits=config.model.bits,
+            min_hits=d.min_hits,
+            min_evidence=d.min_evidence,
+            min_confidence=d.min_confidence,
+            max_distance_ratio=d.max_distance_ratio,
+            align_tol_s=d.align_tol_s,
+            speed_tol=d.speed_tol,
+            candidate_max_misses=d.candidate_max_misses,
+            end_after_misses=d.end_after_misses,
+            from_start_max_s=d.from_start_max_s,
+            start_context_s=d.start_context_s,
+            max_overlap_s=d.max_overlap_s,
+            end_bias_s=d.end_bias_s,
+            max_candidates=d.max_candidates,
+        )
+
+
+@dataclass(frozen=True)
+class Play:
+    """One recognised play of a catalog track on a stream (a snapshot; ``end_s`` is None while open).
+
+    ``start_s``/``end_s`` are stream times of the estimated play boundaries, ``track_offset_s`` the
+    track time at ``start_s``. ``origin_s`` is the stream time at which the track's offset 0 would
+    have played given the alignment seen when the play was detected; it does not depend on when the
+    first hit came, so it identifies the play across replays (events.py builds ids from it).
+    ``detected_s`` is the stream time of the hop that started the play (detection latency =
+    ``detected_s - start_s``). ``speed`` is the fitted playback speed, ``hits`` the number of hops
+    that supported the play, ``mean_distance`` their mean Hamming distance.
+    """
+
+    stream_id: str
+    track_id: Any
+    start_s: float
+    end_s: float | None
+    track_offset_s: float
+    origin_s: float
+    confidence: float
+    hits: int
+    mean_distance: float
+    speed: float
+    first_hit_s: float
+    last_hit_s: float
+    detected_s: float
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.end_s is None else self.end_s - self.start_s
+
+
+class PlayEvent(NamedTuple):
+    """A decision: ``type`` is ``"started"`` or ``"ended"``; ``play`` the play at that moment."""
+
+    type: str
+    play: Play
+
+
+class _Hypothesis:
+    """"This stream plays ``track`` along a line offset ≈ o0 + speed * (t - t0)", and its evidence.
+
+    The line is a least-squares fit of hit offsets against hit times (running sums, so the state
+    is constant-size however long the play). Offsets and times are stored relative to the first
+    hit to keep the sums well conditioned.
+    """
+
+    __slots__ = (
+        "track", "t0", "o0", "t_last", "o_last", "n", "sum_d", "score", "sx", "sy", "sxx", "sxy", "hit",
+        "start_s", "track_offset_s", "origin_s", "detected_s", "prev_end_s",
+    )  # fmt: skip
+
+    def __init__(self, track: Any, t: float, offset: float, distance: float, score: float) -> None:
+        self.track = track
+        self.t0 = t
+        self.o0 = offset
+        self.t_last = t
+        self.o_last = offset
+        self.n = 1
+        self.sum_d = distance
+        self.score = score
+        self.sx = self.sy = self.sxx = self.sxy = 0.0
+        self.hit = True
+        self.start_s: float | None = None  # set when the hypothesis becomes a play
+        self.track_offset_s = 0.0
+        self.origin_s = 0.0
+        self.detected_s = 0.0
+        self.prev_end_s: float | None = None
+
+    def add_hit(self, t: float, offset: float, distance: float, score: float) -> None:
+        self.keep_alive(t, offset)
+        x = t - self.t0
+        y = offset - self.o0
+        self.n += 1
+        self.sx += x
+        self.sy += y
+        self.sxx += x * x
+        self.sxy += x * y
+        self.sum_d += distance
+        self.score += score
+
+    def keep_alive(self, t: float, offset: float) -> None:
+        """Support without evidence: the hypothesis survives this hop but gains nothing."""
+        self.t_last = t
+        self.o_last = offset
+        self.hit = True
+
+    def line(self, p: DecisionParams) -> tuple[float, float]:
+        """(speed, offset at t0) of the fitted line; speed is 1 until the hits span 3 hops."""
+        n = self.n
+        speed = 1.0
+        if n >= 3 and self.t_last - self.t0 >= 3 * p.hop_s:
+            den = n * self.sxx - self.sx * self.sx
+            if den > 0:
+                speed = (n * self.sxy - self.sx * self.sy) / den
+                speed = min(max(speed, 1.0 - p.speed_tol), 1.0 + p.speed_tol)
+        return speed, self.o0 + (self.sy - speed * self.sx) / n
+
+    def predict(self, t: float, p: DecisionParams) -> float:
+        speed, offset0 = self.line(p)
+        return offset0 + speed * (t - self.t0)
+
+    def confidence(self, p: DecisionParams) -> float:
+        """Mean bit agreement above chance (0 at K/2 bits off, 1 for equal codes) x hit ratio."""
+        agreement = max(0.0, 1.0 - 2.0 * self.sum_d / (self.n * p.code_bits))
+        spanned = round((self.t_last - self.t0) / p.hop_s) + 1
+        return agreement * min(1.0, self.n / spanned)
+
+    def estimate_start(self, p: DecisionParams) -> tuple[float, float, float]:
+        """(start_s, track_offset_s at start, origin_s) from the hits so far; see docs/decision.md.
+
+        If the track was played from its beginning, the alignment gives the start exactly (origin,
+        where the fitted line crosses offset 0); we assume so when the first hit came at most
+        ``from_start_max_s`` into the track. Otherwise the play started mid-track and the origin
+        lies before the real start; then the first hit bounds it: the model needs about
+        ``start_context_s`` of the track before it matches, and a play does not start long before
+        the previous one ended.
+        """
+        speed, offset0 = self.line(p)
+        origin = self.t0 - offset0 / speed
+        start = origin
+        if offset0 > p.from_start_max_s:
+            start = self.t0 - p.start_context_s
+            if self.prev_end_s is not None:
+                start = max(start, self.prev_end_s - p.max_overlap_s)
+        start = min(start, self.t0)
+        return start, max(0.0, offset0 + speed * (start - self.t0)), origin
+
+    def snapshot(self, stream_id: str, p: DecisionParams, end_s: float | None) -> Play:
+        speed, _ = self.line(p)
+        return Play(
+            stream_id=stream_id,
+            track_id=self.track,
+            start_s=self.start_s,
+            end_s=end_s,
+            track_offset_s=self.track_offset_s,
+            origin_s=self.origin_s,
+            confidence=self.confidence(p),
+            hits=self.n,
+            mean_distance=self.sum_d / self.n,
+            speed=speed,
+            first_hit_s=self.t0,
+            last_hit_s=self.t_last,
+            detected_s=self.detected_s,
+        )
+
+
+class _StreamState:
+    __slots__ = ("last_t", "plays", "candidates", "last_end_s")
+
+    def __init__(self) -> None:
+        self.last_t: float | None = None
+        self.plays: list[_Hypothesis] = []  # started, not yet ended
+        self.candidates: list[_Hypothesis] = []  # not yet started
+        self.last_end_s: float | None = None  # last hit of the most recent ended play
+
+
+class Tracker:
+    """Decision state of many streams. Feed one hop per stream with :meth:`update`.
+
+    State per stream is bounded: at most ``max_candidates`` hypotheses plus the open plays, each
+    a fixed set of numbers. Streams are created on first sight and forgotten by :meth:`flush`.
+    """
+
+    def __init__(self, params: DecisionParams | None = None) -> None:
+        self.params = params or DecisionParams()
+        self._streams: dict[str, _StreamState] = {}
+        p = self.params
+        self._max_distance = p.max_distance_ratio * p.code_bits
+        self._score_scale = 2.0 / p.code_bits
+        self._end_gap = (p.end_after_misses - 0.5) * p.hop_s
+
+    @property
+    def n_streams(self) -> int:
+        return len(self._streams)
+
+    @property
+    def n_open_plays(self) -> int:
+        return sum(len(s.plays) for s in self._streams.values())
+
+    def open_plays(self, stream_id: str | None = None) -> list[Play]:
+        """Snapshots of the plays that have started and not ended (of one stream, or all)."""
+        ids = self._streams if stream_id is None else [stream_id]
+        return [
+            h.snapshot(sid, self.params, None)
+            for sid in ids
+            if sid in self._streams
+            for h in self._streams[sid].plays
+        ]
+
+    def update(
+        self,
+        stream_ids: Sequence[str],
+        stream_times: Sequence[float] | np.ndarray,
+        match_track_ids: Sequence[Sequence[Any]] | np.ndarray,
+        match_offsets: Sequence[Sequence[float]] | np.ndarray,
+        match_distances: Sequence[Sequence[float]] | np.ndarray,
+    ) -> list[PlayEvent]:
+        """Feed one hop of B streams; return the events it causes (ended before started per stream).
+
+        Row b holds stream ``stream_ids[b]`` at stream time ``stream_times[b]`` and its top-k
+        matches: track ids (B, k), track offsets in seconds of the window end (B, k) and Hamming
+        distances (B, k). Unused slots are marked by a distance < 0 or > K, or a track id of None
+        or "". A hop whose time is not after the stream's previous hop is ignored.
+        """
+        times = np.asarray(stream_times, dtype=np.float64).tolist()
+        ids = match_track_ids.tolist() if isinstance(match_track_ids, np.ndarray) else match_track_ids
+        offsets = np.asarray(match_offsets, dtype=np.float64).tolist()
+        distances = np.asarray(match_distances).tolist()
+        if not (len(stream_ids) == len(times) == len(ids) == len(offsets) == len(distances)):
+            raise ValueError("update(): stream_ids, stream_times and match arrays differ in length")
+        events: list[PlayEvent] = []
+        for row in zip(stream_ids, times, ids, offsets, distances, strict=True):
+            self._step(*row, events)
+        return events
+
+    def update_one(
+        self,
+        stream_id: str,
+        stream_time: float,
+        track_ids: Sequence[Any],
+        offsets: Sequence[float],
+        distances: Sequence[float],
+    ) -> list[PlayEvent]:
+        """:meth:`update` for a single stream."""
+        events: list[PlayEvent] = []
+        self._step(
+            stream_id, float(stream_time), list(track_ids),
+            np.asarray(offsets, dtype=np.float64).tolist(), np.asarray(distances).tolist(), events,
+        )  # fmt: skip
+        return events
+
+    def flush(self, stream_id: str) -> list[PlayEvent]:
+        """End of stream: end its open plays at their last hit and forget the stream."""
+        state = self._streams.pop(stream_id, None)
+        if state is None:
+            return []
+        return [self._end(stream_id, state, h) for h in state.plays]
+
+    def reset(self, stream_id: str) -> list[PlayEvent]:
+        """The stream's buffer was reset (long gap): end its open plays at their last hit, start afresh."""
+        return self.flush(stream_id)
+
+    def flush_all(self) -> list[PlayEvent]:
+        """End every open play of every stream (shutdown)."""
+        events: list[PlayEvent] = []
+        for stream_id in list(self._streams):
+            events.extend(self.flush(stream_id))
+        return events
+
+    def _end(self, stream_id: str, state: _StreamState, h: _Hypothesis) -> PlayEvent:
+        p = self.params
+        h.start_s, h.track_offset_s, _ = h.estimate_start(p)  # refined with every hit
+        end = max(h.t_last + p.end_bias_s, h.start_s)
+        if state.last_end_s is None or h.t_last > state.last_end_s:
+            state.last_end_s = h.t_last
+        return PlayEvent(ENDED, h.snapshot(stream_id, p, end))
+
+    def _step(
+        self,
+        stream_id: str,
+        t: float,
+        track_ids: list[Any],
+        offsets: list[float],
+        distances: list[float],
+        events: list[PlayEvent],
+    ) -> None:
+        p = self.params
+        state = self._streams.get(stream_id)
+        if state is None:
+            state = self._streams[stream_id] = _StreamState()
+        elif state.last_t is not None and t <= state.last_t:
+            return
+        state.last_t = t
+
+        # Matches of this hop by track: [offset, distance, claimed].
+        max_d = self._max_distance
+        by_track: dict[Any, list[list[Any]]] = {}
+        for tid, offset, d in zip(track_ids, offsets, distances, strict=True):
+            if tid is None or tid == "" or not 0 <= d <= max_d or offset != offset:
+                continue
+            entry = [offset, d, False]
+            if tid in by_track:
+                by_track[tid].append(entry)
+            else:
+                by_track[tid] = [entry]
+
+        # Open plays claim first, then older hypotheses; each match supports one hypothesis.
+        predictions: dict[Any, list[float]] = {}
+        for group in (state.plays, state.candidates):
+            for h in group:
+                h.hit = False
+                entries = by_track.get(h.track)
+                if entries:
+                    predictions.setdefault(h.track, []).append(self._claim(h, t, entries))
+
+        for h in [h for h in state.plays if not h.hit and t - h.t_last > self._end_gap]:
+            state.plays.remove(h)
+            events.append(self._end(stream_id, state, h))
+
+        candidates = [h for h in state.candidates if h.hit or self._survives(h, t)]
+        self._spawn(candidates, t, by_track, predictions)
+        if len(candidates) > p.max_candidates:
+            candidates.sort(key=lambda h: (h.hit, h.score), reverse=True)
+            del candidates[p.max_candidates :]
+
+        for h in candidates:
+            if h.hit and h.n >= p.min_hits and h.score >= p.min_evidence and self._may_start(h, state):
+                h.prev_end_s = self._previous_end(h, state)
+                h.start_s, h.track_offset_s, h.origin_s = h.estimate_start(p)
+                h.detected_s = t
+                state.plays.append(h)
+                events.append(PlayEvent(STARTED, h.snapshot(stream_id, p, None)))
+        state.candidates = [h for h in candidates if h.start_s is None]
+
+    def _survives(self, h: _Hypothesis, t: float) -> bool:
+        """A not-yet-started hypothesis survives as many consecutive misses as it has hits.
+
+        At least ``candidate_max_misses``, at most ``end_after_misses``. Chance hypotheses have
+        one hit and die fast (bounding the state); a real play that already has some hits is not
+        lost to a few missed hops, which would delay its detection and its first hit.
+        """
+        p = self.params
+        allowed = min(max(p.candidate_max_misses, h.n), p.end_after_misses)
+        return t - h.t_last <= (allowed + 0.5) * p.hop_s
+
+    def _claim(self, h: _Hypothesis, t: float, entries: list[list[Any]]) -> float:
+        """Give ``h`` the best unclaimed match of its track that lands on the offset it predicts.
+
+        Best = smallest distance among the matches whose offset advanced since the previous hit.
+        A match within tolerance that did not advance only keeps the hypothesis alive, without
+        evidence: consecutive windows overlap by 28 of 29 s, so for audio that is not in the
+        catalog the same chance match often comes back at the same offset a hop later, which the
+        tolerance (wider than a hop) would otherwise accept as a hit.
+        """
+        p = self.params
+        predicted = h.predict(t, p)
+        tolerance = p.align_tol_s + p.speed_tol * (t - h.t_last)
+        min_offset = h.o_last + 0.5 * (t - h.t_last)
+        best = None
+        stuck = None
+        for entry in entries:
+            if entry[2] or abs(entry[0] - predicted) > tolerance:
+                continue
+            if entry[0] >= min_offset:
+                if best is None or entry[1] < best[1]:
+                    best = entry
+            elif stuck is None:
+                stuck = entry
+        if best is not None:
+            best[2] = True
+            h.add_hit(t, best[0], best[1], max(0.0, 1.0 - best[1] * self._score_scale))
+        elif stuck is not None:
+            stuck[2] = True
+            h.keep_alive(t, stuck[0])
+        return predicted
+
+    def _spawn(
+        self,
+        candidates: list[_Hypothesis],
+        t: float,
+        by_track: dict[Any, list[list[Any]]],
+        predictions: dict[Any, list[float]],
+    ) -> None:
+        """Unclaimed matches start new hypotheses, one per track and alignment.
+
+        A match near the offset an existing hypothesis of its track predicts (within twice the
+        tolerance) is a neighbour of that hypothesis' hit (adjacent catalog offsets have similar
+        codes), not a new alignment; letting it start a parallel hypothesis would split plays.
+        """
+        radius = 2.0 * self.params.align_tol_s
+        scale = self._score_scale
+        for tid, entries in by_track.items():
+            taken = predictions.get(tid, [])
+            for offset, d, claimed in sorted(entries, key=lambda e: e[1]):
+                if claimed or any(abs(offset - o) <= radius for o in taken):
+                    continue
+                taken.append(offset)
+                candidates.append(_Hypothesis(tid, t, offset, d, max(0.0, 1.0 - d * scale)))
+
+    @staticmethod
+    def _previous_end(h: _Hypothesis, state: _StreamState) -> float | None:
+        """Last hit of the latest other play that was over before ``h``'s first hit (not overlapping)."""
+        ends = [o.t_last for o in state.plays if o.t_last <= h.t0]
+        if state.last_end_s is not None and state.last_end_s <= h.t0:
+            ends.append(state.last_end_s)
+        return max(ends, default=None)
+
+    def _may_start(self, h: _Hypothesis, state: _StreamState) -> bool:
+        """Confidence is high enough and no open play of the same track was supported this hop.
+
+        The second condition keeps a repeated passage of the track being played (a chorus at
+        another alignment) from starting a second play; a real second play of the same track
+        starts as soon as the first one stops being supported.
+        """
+        if h.confidence(self.params) < self.params.min_confidence:
+            return False
+        return not any(o.hit and o.track == h.track for o in state.plays)
+
+
+def decide(
+    stream_times: Sequence[float] | np.ndarray,
+    match_track_ids: Sequence[Sequence[Any]] | np.ndarray,
+    match_offsets: Sequence[Sequence[float]] | np.ndarray,
+    match_distances: Sequence[Sequence[float]] | np.ndarray,
+    params: DecisionParams | None = None,
+    stream_id: str = "",
+) -> list[Play]:
+    """All plays in one whole recording (hop times + their top-k matches), sorted by start.
+
+    The offline counterpart of the daemon (``streamd recognize``, ``streamd eval``): the same
+    :class:`Tracker`, fed hop by hop, then flushed.
+    """
+    tracker = Tracker(params)
+    times = np.asarray(stream_times, dtype=np.float64).tolist()
+    ids = match_track_ids.tolist() if isinstance(match_track_ids, np.ndarray) else match_track_ids
+    offsets = np.asarray(match_offsets, dtype=np.float64).tolist()
+    distances = np.asarray(match_distances).tolist()
+    events: list[PlayEvent] = []
+    for t, tids, offs, ds in zip(times, ids, offsets, distances, strict=True):
+        tracker._step(stream_id, t, tids, offs, ds, events)
+    events.extend(tracker.flush(stream_id))
+    return sorted((e.play for e in events if e.type == ENDED), key=lambda play: play.start_s)
+
+
+def ended_plays(events: Iterable[PlayEvent]) -> list[Play]:
+    """The finished plays among ``events``."""
+    return [e.play for e in events if e.type == ENDED]

@@ -1,0 +1,351 @@
+"""The streaming front end: protocol chunks of thousands of streams in, rolling log-mel windows out.
+
+``FrontendBank.push(chunks)`` takes chunks of many streams at once. Per chunk (a lean Python
+step): decide where it belongs in its stream (:mod:`.continuity`), downmix, resample to 12 kHz
+with the stream's own ``soxr.ResampleStream``. Then, for all streams together, every frame that
+became complete is computed in one batched pass (:mod:`.framer`) and appended to the stream's
+ring (:mod:`.ring`). Each stream keeps fewer than ``n_fft`` not-yet-framed samples between
+calls, so its frames are exactly those of ``offline_logmel`` over its whole 12 kHz signal, however
+the signal was cut into chunks.
+
+Policy for gaps and disorder, and the counters: docs/frontend.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from streamd.config import FrontendConfig
+from streamd.frontend import continuity
+from streamd.frontend.audio import chunk_problem, downmix, flush, make_resampler
+from streamd.frontend.continuity import ChunkOrder
+from streamd.frontend.framer import LogmelFramer
+from streamd.frontend.ring import LOG_SILENCE, MelRing
+from streamd.melspec import MelParams
+from streamd.protocol import Chunk
+
+COUNTER_NAMES = (
+    "stream_start",
+    continuity.IN_ORDER,
+    continuity.DUPLICATE,
+    continuity.LATE,
+    continuity.SEQ_GAP,
+    continuity.TS_JUMP,
+    continuity.TS_BACKWARD,
+    continuity.SEQ_RESTART,
+    "gap_filled",
+    "gap_reset",
+    "rate_change",
+    "channels_change",
+    "format_change",
+    "empty",
+    "invalid",
+)
+_GAP_EVENTS = frozenset((continuity.SEQ_GAP, continuity.TS_JUMP, continuity.SEQ_RESTART))
+_DROP_EVENTS = frozenset((continuity.DUPLICATE, continuity.LATE))
+_INTEGER_FORMATS = frozenset(("s16le",))  # formats whose decoded samples cannot be NaN or inf
+
+
+class StreamState:
+    """Everything the front end keeps for one stream; its size does not grow with stream length."""
+
+    __slots__ = (
+        "stream_id", "order", "sample_rate", "channels", "fmt", "resampler", "tail", "tail_len",
+        "pending", "in_batch", "ring", "taken", "generation", "start_ts_ms",
+    )
+
+    def __init__(self, stream_id: str, chunk: Chunk, ring: MelRing, n_fft: int, jitter_ms: float):
+        self.stream_id = stream_id
+        self.order = ChunkOrder(chunk.seq, chunk.ts_ms, jitter_ms)
+        self.sample_rate = chunk.sample_rate
+        self.channels = chunk.channels
+        self.fmt = chunk.fmt
+        self.resampler = None
+        self.tail = np.zeros(n_fft, dtype=np.float32)  # 12 kHz samples not yet in a complete frame
+        self.tail_len = 0
+        self.pending: list[np.ndarray] = []  # 12 kHz audio of the current push, framed at its end
+        self.in_batch = False
+        self.ring = ring
+        self.taken = 0  # ring.count when frames were last taken
+        self.generation = 0  # +1 at each reset
+        self.start_ts_ms = float(chunk.ts_ms)  # capture time of 12 kHz sample 0 of this generation
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the stream's arrays (ring and sample tail); soxr's C state is extra, fixed."""
+        return self.ring.nbytes + self.tail.nbytes
+
+
+class FrontendBank:
+    """Per-stream log-mel rings for many streams, updated by batched pushes of protocol chunks.
+
+    Frames are counted per stream from its (re)start: frame ``k`` covers 12 kHz samples
+    ``[k*hop, k*hop + n_fft)`` after ``start_ts_ms``. The ring keeps the newest
+    ``window_frames``; older frames are gone.
+    """
+
+    def __init__(self, config: FrontendConfig | None = None, block_frames: int = 1024):
+        config = config or FrontendConfig()
+        self.config = config
+        self.params = MelParams(
+            sample_rate=config.sample_rate,
+            n_fft=config.n_fft,
+            hop_length=config.hop_length,
+            n_mels=config.n_mels,
+            f_max=config.sample_rate / 2,
+        )
+        self.window_frames = config.window_frames
+        self.pad_frames = config.pad_frames
+        self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
+        self._streams: dict[str, StreamState] = {}
+        self._framer = LogmelFramer(self.params, block_frames)
+        self._block_frames = block_frames
+        self._signal = np.zeros(block_frames * self.params.hop_length * 2, dtype=np.float32)
+        self._jitter_ms = config.max_ts_jitter_s * 1000.0
+
+    # --- feeding --------------------------------------------------------------------------------
+
+    def push(self, chunks: Iterable[Chunk]) -> int:
+        """Take chunks of any streams (each stream's in arrival order); return the new frame count."""
+        batch: list[StreamState] = []
+        streams = self._streams
+        counters = self.counters
+        for chunk in chunks:
+            problem = chunk_problem(chunk.samples, chunk.channels, chunk.sample_rate)
+            if problem is not None:
+                counters["invalid"] += 1
+                continue
+            mono = downmix(chunk.samples)
+            if chunk.fmt not in _INTEGER_FORMATS and not np.isfinite(mono).all():
+                counters["invalid"] += 1
+                continue
+            state = streams.get(chunk.stream_id)
+            if state is None:
+                state = self._start_stream(chunk)
+            else:
+                event, gap_s = state.order.classify(chunk.seq, chunk.ts_ms)
+                counters[event] += 1
+                if event in _DROP_EVENTS:
+                    continue
+                if event in _GAP_EVENTS and gap_s > 0.0:
+                    self._bridge_gap(state, gap_s, chunk)
+                self._follow_format(state, chunk)
+            n = mono.shape[0]
+            if n == 0:
+                counters["empty"] += 1
+            else:
+                audio = mono if state.resampler is None else state.resampler.resample_chunk(mono)
+                if audio.shape[0]:
+                    state.pending.append(audio)
+            if state.pending and not state.in_batch:
+                state.in_batch = True
+                batch.append(state)
+            state.order.advance(chunk.seq, chunk.ts_ms, n * 1000.0 / chunk.sample_rate)
+        return self._frame(batch)
+
+    def _start_stream(self, chunk: Chunk) -> StreamState:
+        self.counters["stream_start"] += 1
+        ring = MelRing(self.params.n_mels, self.window_frames)
+        state = StreamState(chunk.stream_id, chunk, ring, self.params.n_fft, self._jitter_ms)
+        state.resampler = make_resampler(chunk.sample_rate, self.params.sample_rate, self.config.resample_quality)
+        self._streams[chunk.stream_id] = state
+        return state
+
+    def _bridge_gap(self, state: StreamState, gap_s: float, chunk: Chunk) -> None:
+        """Fill a short gap with silence at the stream's current rate; restart after a long one."""
+        if gap_s <= self.config.max_gap_fill_s:
+            self.counters["gap_filled"] += 1
+            silence = np.zeros(round(gap_s * state.sample_rate), dtype=np.float32)
+            audio = silence if state.resampler is None else state.resampler.resample_chunk(silence)
+            if audio.shape[0]:
+                state.pending.append(audio)
+            return
+        self.counters["gap_reset"] += 1
+        self._reset(state, chunk.ts_ms)
+
+    def _follow_format(self, state: StreamState, chunk: Chunk) -> None:
+        """Count format changes; a new sample rate flushes the old resampler and starts a new one."""
+        if chunk.sample_rate != state.sample_rate:
+            self.counters["rate_change"] += 1
+            tail = flush(state.resampler)
+            if tail.shape[0]:
+                state.pending.append(tail)
+            state.sample_rate = chunk.sample_rate
+            state.resampler = make_resampler(chunk.sample_rate, self.params.sample_rate, self.config.resample_quality)
+        if chunk.channels != state.channels:
+            self.counters["channels_change"] += 1
+            state.channels = chunk.channels
+        if chunk.fmt != state.fmt:
+            self.counters["format_change"] += 1
+            state.fmt = chunk.fmt
+
+    def _reset(self, state: StreamState, ts_ms: float) -> None:
+        """Forget the stream's audio and frames; it starts again at ``ts_ms`` as a new generation."""
+        state.pending.clear()
+        state.tail_len = 0
+        state.ring.reset()
+        state.taken = 0
+        state.generation += 1
+        state.start_ts_ms = float(ts_ms)
+        if state.resampler is not None:
+            state.resampler.clear()
+
+    # --- batched framing ------------------------------------------------------------------------
+
+    def _frame(self, batch: list[StreamState]) -> int:
+        """Compute and store the complete frames of every stream in ``batch``, in groups."""
+        n_fft, hop = self.params.n_fft, self.params.hop_length
+        total_frames = 0
+        group: list[StreamState] = []
+        lengths: list[int] = []
+        counts: list[int] = []
+        group_frames = 0
+        for state in batch:
+            state.in_batch = False
+            if not state.pending:  # emptied by a reset after it joined the batch
+                continue
+            length = state.tail_len
+            for audio in state.pending:
+                length += audio.shape[0]
+            n = 0 if length < n_fft else (length - n_fft) // hop + 1
+            group.append(state)
+            lengths.append(length)
+            counts.append(n)
+            group_frames += n
+            if group_frames >= self._block_frames:
+                self._frame_group(group, lengths, counts, group_frames)
+                total_frames += group_frames
+                group, lengths, counts, group_frames = [], [], [], 0
+        if group:
+            self._frame_group(group, lengths, counts, group_frames)
+            total_frames += group_frames
+        return total_frames
+
+    def _frame_group(self, group: list[StreamState], lengths: list[int], counts: list[int], n_frames: int) -> None:
+        hop = self.params.hop_length
+        pieces = []
+        for state in group:
+            pieces.append(state.tail[: state.tail_len])
+            pieces.extend(state.pending)
+        n_samples = sum(lengths)
+        if self._signal.shape[0] < n_samples:
+            self._signal = np.zeros(max(n_samples, 2 * self._signal.shape[0]), dtype=np.float32)
+        signal = self._signal[:n_samples]
+        np.concatenate(pieces, out=signal)
+        counts_arr = np.asarray(counts, dtype=np.int64)
+        offsets = np.cumsum(lengths, dtype=np.int64) - np.asarray(lengths, dtype=np.int64)
+        # frame j of stream i starts at offsets[i] + hop * j; numbered over the group that is
+        # offsets[i] - hop * (frames before stream i) + hop * (group frame number)
+        firsts = np.cumsum(counts_arr) - counts_arr
+        starts = np.repeat(offsets - hop * firsts, counts_arr) + hop * np.arange(n_frames, dtype=np.int64)
+        mel = self._framer.compute(signal, starts)
+        row = 0
+        offset = 0
+        for state, length, n in zip(group, lengths, counts, strict=True):
+            if n:
+                state.ring.write(mel[row : row + n])
+                row += n
+            rest = length - n * hop
+            state.tail[:rest] = signal[offset + length - rest : offset + length]
+            state.tail_len = rest
+            state.pending.clear()
+            offset += length
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def __contains__(self, stream_id: str) -> bool:
+        return stream_id in self._streams
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def stream_ids(self) -> list[str]:
+        return list(self._streams)
+
+    def stream(self, stream_id: str) -> StreamState:
+        """The stream's state (read it, do not change it); KeyError for an unknown stream."""
+        return self._streams[stream_id]
+
+    def frame_count(self, stream_id: str) -> int:
+        """Frames the stream has produced since its (re)start; the newest is number count - 1."""
+        return self._streams[stream_id].ring.count
+
+    def generation(self, stream_id: str) -> int:
+        """How often the stream was reset (its frames then restart from 0)."""
+        return self._streams[stream_id].generation
+
+    def frame_end_ms(self, stream_id: str, frame: int) -> float:
+        """Capture time (epoch ms) just after the last sample of frame number ``frame``."""
+        state = self._streams[stream_id]
+        end_sample = frame * self.params.hop_length + self.params.n_fft
+        return state.start_ts_ms + end_sample * 1000.0 / self.params.sample_rate
+
+    def new_frame_count(self, stream_id: str) -> int:
+        """Frames produced since the stream's frames were last taken (may exceed the ring)."""
+        state = self._streams[stream_id]
+        return state.ring.count - state.taken
+
+    def ready(self, min_new_frames: int) -> list[str]:
+        """Streams with at least ``min_new_frames`` frames not taken yet, e.g. a model hop."""
+        return [sid for sid, s in self._streams.items() if s.ring.count - s.taken >= min_new_frames]
+
+    def take_new_frames(self, stream_ids: Sequence[str]) -> list[np.ndarray]:
+        """Per stream, the (n_mels, n) frames produced since the last take, and mark them taken.
+
+        At most ``window_frames`` come back; a consumer that fell further behind loses the
+        older ones (compare ``new_frame_count`` with what came back to notice).
+        """
+        taken = []
+        for sid in stream_ids:
+            state = self._streams[sid]
+            n = min(state.ring.count - state.taken, self.window_frames)
+            taken.append(state.ring.read_last(n, np.empty((self.params.n_mels, n), dtype=np.float32)))
+            state.taken = state.ring.count
+        return taken
+
+    def last_frames(self, stream_ids: Sequence[str], n: int, out: np.ndarray | None = None) -> np.ndarray:
+        """(B, n_mels, n): the newest ``n`` frames of each stream, oldest first.
+
+        Frames before a stream's (re)start read as silence (``LOG_SILENCE``); use
+        ``frame_count`` to know how many are real.
+        """
+        if out is None:
+            out = np.empty((len(stream_ids), self.params.n_mels, n), dtype=np.float32)
+        for row, sid in enumerate(stream_ids):
+            self._streams[sid].ring.read_last(n, out[row])
+        return out
+
+    def windows(
+        self,
+        stream_ids: Sequence[str],
+        pad_frames: int | None = None,
+        pad_value: float = LOG_SILENCE,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """(B, n_mels, window_frames + pad_frames): each stream's newest window, padded.
+
+        The padding (default ``config.pad_frames``; the paper reads 1366 frames as 1400) is
+        split over both ends, ``pad_frames // 2`` before the oldest frame and the rest after the
+        newest, filled with ``pad_value`` (default: the log-mel value of silence).
+        """
+        pad = self.pad_frames if pad_frames is None else pad_frames
+        before = pad // 2
+        width = self.window_frames + pad
+        if out is None:
+            out = np.empty((len(stream_ids), self.params.n_mels, width), dtype=np.float32)
+        if pad:
+            out[:, :, :before] = pad_value
+            out[:, :, before + self.window_frames :] = pad_value
+        for row, sid in enumerate(stream_ids):
+            self._streams[sid].ring.read_last(self.window_frames, out[row, :, before : before + self.window_frames])
+        return out
+
+    def window(self, stream_id: str, pad_frames: int | None = None, pad_value: float = LOG_SILENCE) -> np.ndarray:
+        """(n_mels, window_frames + pad_frames): one stream's newest window; see ``windows``."""
+        return self.windows([stream_id], pad_frames, pad_value)[0]
+
+    def remove(self, stream_id: str) -> None:
+        """Forget a stream (e.g. idle for long); a later chunk starts it afresh."""
+        self._streams.pop(stream_id, None)

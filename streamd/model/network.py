@@ -1,0 +1,253 @@
+"""The hash network of the paper, built so that a sliding window can be computed one hop at a time.
+
+Structure (paper §2.2, §3.2-3.3, eqs. 1-4; choices where the paper is vague are in docs/model.md):
+
+    log-mel window (1 × 96 × T)
+      → FCN-5 trunk: 5 × [conv 3×3 → BN → ReLU → max-pool]       (Choi et al. 2016 style)
+      → feature maps of several levels (blocks ``levels``)
+      → resize each level to a common grid: mean over the columns of each hop (time) and
+        bilinear, anti-aliased resize to ``common_freq`` bands (frequency); project to ``feature_dim``
+      → similarity selection: gate each level by how much it differs (cosine) from the level below
+      → LSTM1 over the time steps of each level's map (eq. 1), last state per map
+      → LSTM2 over the sequence of maps (eq. 2) → h_end
+      → hash layer q = tanh(W h_end + v) (eq. 3), sign → K bits at inference
+      → softmax classifier over training classes (eq. 4; training only)
+
+Exact streaming. Convolutions are padded along frequency only, so along time every block is
+"valid" and shift-equivariant; time pools have stride = kernel and their strides multiply to
+the hop (48 frames). A window is cropped to the newest ``input_frames`` = 48·n + overhead frames,
+so that every pooling grid is anchored at the window's end. Then the features of the hop that ends
+at frame e depend only on frames up to e, and a stream can compute them from the newest 48 frames
+plus 2 cached input columns per block (:mod:`streamd.model.streaming`). Everything after the trunk
+works on per-hop feature vectors and is recomputed over the window (it is small).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from streamd.melspec import LOG_EPS
+
+LOG_FLOOR = math.log(LOG_EPS)
+"""Log-mel value of digital silence; frames before a track or stream start are filled with it."""
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    n_mels: int = 96
+    window_frames: int = 1366
+    widths: tuple[int, ...] = (8, 16, 32, 64, 128)
+    freq_strides: tuple[int, ...] = (2, 1, 1, 1, 1)
+    freq_pools: tuple[int, ...] = (2, 2, 2, 2, 3)
+    time_pools: tuple[int, ...] = (2, 2, 2, 2, 3)
+    levels: tuple[int, ...] = (2, 3, 4, 5)
+    common_freq: int = 3
+    feature_dim: int = 32
+    lstm1_hidden: int = 64
+    lstm2_hidden: int = 128
+    bits: int = 64
+    selection: str = "cosine"  # "cosine" | "none"
+    input_mean: float = -6.0
+    input_std: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not (len(self.widths) == len(self.freq_strides) == len(self.freq_pools) == len(self.time_pools)):
+            raise ValueError("widths, freq_strides, freq_pools and time_pools need one entry per block")
+        if any(not 1 <= level <= len(self.widths) for level in self.levels) or not self.levels:
+            raise ValueError(f"levels must name blocks 1..{len(self.widths)}")
+        if self.bits not in (16, 32, 64, 128):
+            raise ValueError("bits must be 16, 32, 64 or 128")
+        if self.selection not in ("cosine", "none"):
+            raise ValueError("selection must be 'cosine' or 'none'")
+        if self.input_frames > self.window_frames:
+            raise ValueError(f"window_frames {self.window_frames} is shorter than one hop + overhead")
+
+    @property
+    def hop_frames(self) -> int:
+        return math.prod(self.time_pools)
+
+    @property
+    def overhead_frames(self) -> int:
+        """Extra input frames the valid time convolutions eat: 2 columns per block at its resolution."""
+        return sum(2 * math.prod(self.time_pools[:b]) for b in range(len(self.time_pools)))
+
+    @property
+    def n_steps(self) -> int:
+        """Hops per window (time steps of every level map after resizing)."""
+        return (self.window_frames - self.overhead_frames) // self.hop_frames
+
+    @property
+    def input_frames(self) -> int:
+        """Newest frames of a window that the network reads (the older rest is ignored)."""
+        return self.n_steps * self.hop_frames + self.overhead_frames
+
+    def freq_bins(self, block: int) -> int:
+        """Frequency bins after ``block`` blocks (0 = the input)."""
+        bins = self.n_mels
+        for stride, pool in zip(self.freq_strides[:block], self.freq_pools[:block], strict=True):
+            bins = ((bins - 1) // stride + 1) // pool
+        return bins
+
+    def channels(self, block: int) -> int:
+        return 1 if block == 0 else self.widths[block - 1]
+
+    def columns_per_hop(self, block: int) -> int:
+        return self.hop_frames // math.prod(self.time_pools[:block])
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ArchConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known})
+
+
+class ConvBlock(nn.Module):
+    """conv 3×3 (frequency padding 1, no time padding) → BN → ReLU → max-pool (stride = kernel).
+
+    ``freq_stride`` > 1 makes the convolution skip frequency rows (the cheap way to shrink the
+    first, widest block); the time stride is always 1 so that the block stays shift-equivariant.
+    """
+
+    def __init__(self, c_in: int, c_out: int, freq_pool: int, time_pool: int, freq_stride: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, kernel_size=3, padding=(1, 0), stride=(freq_stride, 1), bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+        self.pool = (freq_pool, time_pool)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(F.relu(self.bn(self.conv(x))), self.pool)
+
+
+class HashNet(nn.Module):
+    """Trunk + per-hop level features + recurrent hash head. See the module docstring."""
+
+    def __init__(self, arch: ArchConfig, n_classes: int = 0):
+        super().__init__()
+        self.arch = arch
+        self.blocks = nn.ModuleList(
+            ConvBlock(arch.channels(b), arch.channels(b + 1), arch.freq_pools[b], arch.time_pools[b], arch.freq_strides[b])
+            for b in range(len(arch.widths))
+        )
+        self.projections = nn.ModuleList(
+            nn.Linear(arch.channels(level) * arch.common_freq, arch.feature_dim) for level in arch.levels
+        )
+        n_levels = len(arch.levels)
+        self.gate_scale = nn.Parameter(torch.full((n_levels,), 4.0))
+        self.gate_bias = nn.Parameter(torch.full((n_levels,), 2.0))
+        self.lstm1 = nn.LSTM(arch.feature_dim, arch.lstm1_hidden, batch_first=True)
+        self.lstm2 = nn.LSTM(arch.lstm1_hidden, arch.lstm2_hidden, batch_first=True)
+        self.hash = nn.Linear(arch.lstm2_hidden, arch.bits)
+        self.classifier = nn.Linear(arch.bits, n_classes) if n_classes > 0 else None
+
+    # --- trunk -------------------------------------------------------------------------------
+
+    def normalise(self, logmel: torch.Tensor) -> torch.Tensor:
+        return (logmel - self.arch.input_mean) / self.arch.input_std
+
+    def level_features(self, level_index: int, fmap: torch.Tensor) -> torch.Tensor:
+        """(B, C, F, hops·k) newest columns of one level → (B, hops, D) per-hop vectors.
+
+        Mean over the k columns of each hop, anti-aliased bilinear resize of frequency to
+        ``common_freq`` bands, flatten, linear projection. Each hop's vector depends only on that
+        hop's columns, which is what makes the streaming path exact.
+        """
+        arch = self.arch
+        b, c, f, t = fmap.shape
+        k = arch.columns_per_hop(arch.levels[level_index])
+        hops = t // k
+        pooled = fmap.reshape(b, c, f, hops, k).mean(dim=-1)
+        if f != arch.common_freq:
+            pooled = F.interpolate(pooled, size=(arch.common_freq, hops), mode="bilinear", antialias=f > arch.common_freq, align_corners=False)
+        flat = pooled.permute(0, 3, 1, 2).reshape(b, hops, c * arch.common_freq)
+        return self.projections[level_index](flat)
+
+    def hop_features(self, logmel: torch.Tensor) -> torch.Tensor:
+        """Log-mel (B, n_mels, hops·48 + overhead) → per-hop features (B, hops, levels, D).
+
+        The frame count must be exactly ``hops * hop_frames + overhead_frames``; hop j's features
+        describe frames ending at ``overhead + 48·(j+1)``.
+        """
+        arch = self.arch
+        frames = logmel.shape[-1] - arch.overhead_frames
+        if frames <= 0 or frames % arch.hop_frames:
+            raise ValueError(f"need hops*{arch.hop_frames} + {arch.overhead_frames} frames, got {logmel.shape[-1]}")
+        hops = frames // arch.hop_frames
+        x = self.normalise(logmel).unsqueeze(1)
+        per_level = []
+        for b, block in enumerate(self.blocks, start=1):
+            x = block(x)
+            if b in arch.levels:
+                k = arch.columns_per_hop(b)
+                per_level.append(self.level_features(arch.levels.index(b), x[..., x.shape[-1] - hops * k :]))
+        return torch.stack(per_level, dim=2)
+
+    # --- head --------------------------------------------------------------------------------
+
+    def select(self, maps: torch.Tensor) -> torch.Tensor:
+        """Similarity selection over a window's level maps (N, levels, steps, D).
+
+        Level l is scaled by sigmoid(a_l·(1 − cos(M_l, M_{l−1})) + b_l): a level that repeats
+        the one below it adds little and is damped; the first level is compared with nothing
+        (cos = 1). The gate is a function of the whole window, so it is exact in streaming too.
+        """
+        if self.arch.selection == "none":
+            return maps
+        flat = maps.flatten(2)
+        cos = F.cosine_similarity(flat[:, 1:], flat[:, :-1], dim=-1, eps=1e-6)
+        cos = torch.cat([torch.ones_like(cos[:, :1]), cos], dim=1)
+        gate = torch.sigmoid(self.gate_scale * (1.0 - cos) + self.gate_bias)
+        return maps * gate[..., None, None]
+
+    def head(self, maps: torch.Tensor) -> torch.Tensor:
+        """Window level maps (N, levels, steps, D) → relaxed codes q in (−1, 1), (N, bits)."""
+        n, levels, steps, dim = maps.shape
+        maps = self.select(maps)
+        _, (h1, _) = self.lstm1(maps.reshape(n * levels, steps, dim))  # eq. 1, last state per map
+        _, (h_end, _) = self.lstm2(h1[-1].reshape(n, levels, -1))  # eq. 2
+        return torch.tanh(self.hash(h_end[-1]))  # eq. 3
+
+    def classify(self, codes: torch.Tensor) -> torch.Tensor:
+        """Softmax logits over training classes from (relaxed) codes, eq. 4."""
+        if self.classifier is None:
+            raise RuntimeError("this network has no classifier (n_classes=0)")
+        return self.classifier(codes)
+
+    # --- whole windows -----------------------------------------------------------------------
+
+    def crop_window(self, logmel: torch.Tensor) -> torch.Tensor:
+        """The newest ``input_frames`` of a window; a short window is left-padded with silence."""
+        need = self.arch.input_frames
+        t = logmel.shape[-1]
+        if t >= need:
+            return logmel[..., t - need :]
+        return F.pad(logmel, (need - t, 0), value=LOG_FLOOR)
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        """Full-window forward: log-mel windows (B, n_mels, T) → relaxed codes (B, bits)."""
+        return self.head(self.hop_features(self.crop_window(windows)).transpose(1, 2))
+
+    def windows_from_hops(self, feats: torch.Tensor, ends: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-hop features (B, hops, L, D) → every window of ``n_steps`` consecutive hops.
+
+        Returns (B, windows, L, n_steps, D); window w covers hops [w, w + n_steps). With ``ends``
+        (B, W) of last-hop indices, only those windows: (B, W, L, n_steps, D).
+        """
+        steps = self.arch.n_steps
+        unfolded = feats.unfold(1, steps, 1)  # (B, windows, L, D, steps)
+        unfolded = unfolded.permute(0, 1, 2, 4, 3)
+        if ends is None:
+            return unfolded
+        index = (ends - steps + 1).clamp(min=0)
+        return unfolded[torch.arange(feats.shape[0])[:, None], index]
+
+
+def silence_frames(n_mels: int, frames: int, *, like: torch.Tensor | None = None) -> torch.Tensor:
+    kwargs = {"dtype": like.dtype, "device": like.device} if like is not None else {}
+    return torch.full((n_mels, frames), LOG_FLOOR, **kwargs)

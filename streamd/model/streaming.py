@@ -1,0 +1,107 @@
+"""Hop-by-hop inference for many streams at once, exactly equal to the full-window forward pass.
+
+Per stream slot the encoder keeps, in preallocated tensors:
+
+- for every conv block, the last 2 input columns it saw (its 3-wide valid time convolution needs
+  them to continue seamlessly), and
+- a ring of the newest ``n_steps`` per-hop feature vectors (levels × D each).
+
+``advance`` pushes the newest 48 log-mel frames of a batch of slots through the trunk (only
+2 + k columns per block instead of the window), appends one feature vector per level to each
+ring, and runs the small recurrent head over the ring. A reset slot starts from the state that
+an endless run of silence (log-mel floor) would leave, which is exactly how the full-window
+forward pass pads a window that reaches back before the stream started.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from streamd.model.hashing import pack_bits
+from streamd.model.network import LOG_FLOOR, HashNet
+
+
+class StreamingEncoder:
+    """Incremental encoder over ``max_streams`` slots. Not thread-safe; one caller at a time."""
+
+    def __init__(self, net: HashNet, max_streams: int):
+        if net.training:
+            raise ValueError("the streaming encoder needs a network in eval mode")
+        self.net = net
+        self.arch = net.arch
+        self.max_streams = max_streams
+        param = next(net.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        arch = self.arch
+        n_blocks = len(arch.widths)
+        with torch.inference_mode():
+            self._silent_columns, self._silent_features = self._silence_state()
+        self.block_cache = [
+            torch.empty((max_streams, arch.channels(b), arch.freq_bins(b), 2), device=self.device, dtype=self.dtype)
+            for b in range(n_blocks)
+        ]
+        self.ring = torch.empty(
+            (max_streams, arch.n_steps, len(arch.levels), arch.feature_dim), device=self.device, dtype=self.dtype
+        )
+        self.head_index = torch.zeros(max_streams, dtype=torch.long, device=self.device)
+        self.reset(torch.arange(max_streams))
+
+    def _silence_state(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Block input columns and per-hop features of a stream that has only ever been silent."""
+        arch = self.arch
+        frames = arch.overhead_frames + 2 * arch.hop_frames
+        x = self.net.normalise(torch.full((1, arch.n_mels, frames), LOG_FLOOR, device=self.device, dtype=self.dtype))
+        x = x.unsqueeze(1)
+        columns = []
+        for block in self.net.blocks:
+            columns.append(x[0, :, :, -2:].clone())
+            x = block(x)
+        feats = self.net.hop_features(
+            torch.full((1, arch.n_mels, frames), LOG_FLOOR, device=self.device, dtype=self.dtype)
+        )
+        return columns, feats[0, -1].clone()
+
+    def reset(self, slots: torch.Tensor | int | list[int]) -> None:
+        """Forget a slot's past: it continues as if everything before were silence."""
+        slots = torch.as_tensor(slots, dtype=torch.long, device=self.device).reshape(-1)
+        for cache, silent in zip(self.block_cache, self._silent_columns, strict=True):
+            cache[slots] = silent
+        self.ring[slots] = self._silent_features
+        self.head_index[slots] = 0
+
+    @torch.inference_mode()
+    def advance_relaxed(self, slots: torch.Tensor, new_frames: torch.Tensor) -> torch.Tensor:
+        """Push one hop (B, n_mels, hop_frames) per slot; return relaxed codes (B, bits) in (−1, 1)."""
+        net, arch = self.net, self.arch
+        slots = torch.as_tensor(slots, dtype=torch.long, device=self.device).reshape(-1)
+        if slots.numel() != len(set(slots.tolist())):
+            raise ValueError("a slot may appear only once per advance() call")
+        new_frames = torch.as_tensor(new_frames, device=self.device, dtype=self.dtype)
+        if new_frames.shape != (slots.numel(), arch.n_mels, arch.hop_frames):
+            raise ValueError(f"new_frames must be (B, {arch.n_mels}, {arch.hop_frames}), got {tuple(new_frames.shape)}")
+        x = net.normalise(new_frames).unsqueeze(1)
+        hop_vectors = []
+        for b, (block, cache) in enumerate(zip(net.blocks, self.block_cache, strict=True), start=1):
+            joined = torch.cat([cache[slots], x], dim=-1)
+            cache[slots] = joined[..., -2:]
+            x = block(joined)
+            if b in arch.levels:
+                hop_vectors.append(net.level_features(arch.levels.index(b), x))
+        hop = torch.stack(hop_vectors, dim=2)[:, 0]  # (B, levels, D)
+        head = self.head_index[slots]
+        self.ring[slots, head] = hop
+        self.head_index[slots] = (head + 1) % arch.n_steps
+        order = (head[:, None] + 1 + torch.arange(arch.n_steps, device=self.device)) % arch.n_steps
+        window = self.ring[slots[:, None], order]  # (B, steps, levels, D), oldest first
+        return net.head(window.transpose(1, 2))
+
+    def advance(self, slots: torch.Tensor, new_frames: torch.Tensor) -> torch.Tensor:
+        """Push one hop per slot; return packed codes (B, bits//8) uint8 on the CPU."""
+        return pack_bits(self.advance_relaxed(slots, new_frames))
+
+
+def pad_history(frames: torch.Tensor, hops: int, hop_frames: int, overhead: int) -> torch.Tensor:
+    """Left-pad a stream's frames with silence so a full-window forward sees what a stream sees."""
+    need = hops * hop_frames + overhead
+    return F.pad(frames, (max(0, need - frames.shape[-1]), 0), value=LOG_FLOOR)

@@ -1,0 +1,218 @@
+"""Decision logic on synthetic store answers: one event pair per play, right boundaries, no events by chance."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from streamd.config import load_config
+from streamd.decision import ENDED, STARTED, DecisionParams, Play, PlayEvent, Tracker, decide
+from streamd.synthetic_matches import Matches, Segment, SyntheticCatalog, hop_times
+
+HOP = DecisionParams().hop_s
+CATALOG = SyntheticCatalog(n_tracks=200, n_codes=40_000, seed=0)
+
+
+def run(segments: list[Segment], end_s: float, seed: int = 0, params: DecisionParams | None = None, **kw):
+    rng = np.random.default_rng(seed)
+    m = CATALOG.matches(rng, hop_times(0.0, end_s), segments, **kw)
+    return m, decide(m.times, m.track_ids, m.offsets, m.distances, params)
+
+
+def events_of(m: Matches, params: DecisionParams | None = None, stream_id: str = "s") -> list[PlayEvent]:
+    tracker = Tracker(params)
+    events = []
+    for i in range(len(m.times)):
+        events += tracker.update([stream_id], m.times[i : i + 1], m.track_ids[i : i + 1], m.offsets[i : i + 1],
+                                 m.distances[i : i + 1])  # fmt: skip
+    return events + tracker.flush(stream_id)
+
+
+def tid(track: int) -> str:
+    return CATALOG.track_ids[track]
+
+
+def assert_play(play: Play, seg: Segment, start_tol: float = 2 * HOP, end_tol: float = 2 * HOP) -> None:
+    assert play.track_id == tid(seg.track)
+    assert abs(play.start_s - seg.start_s) <= start_tol, (play, seg)
+    assert abs(play.end_s - seg.end_s) <= end_tol, (play, seg)
+
+
+def test_one_play_gives_one_started_and_one_ended_event_with_its_boundaries():
+    seg = Segment(3, 60.0, 60.0 + CATALOG.durations[3])
+    m, _ = run([seg], seg.end_s + 60.0)
+    events = events_of(m)
+    assert [e.type for e in events] == [STARTED, ENDED]
+    started, ended = events[0].play, events[1].play
+    assert started.end_s is None and started.detected_s < ended.last_hit_s
+    assert_play(ended, seg, start_tol=HOP)
+    assert ended.track_offset_s == pytest.approx(0.0, abs=HOP)
+    assert started.origin_s == ended.origin_s  # what the event id is built from does not move
+    assert 0.0 < started.detected_s - seg.start_s <= 8.0  # context (2 s) + min_hits hops + a miss or two
+    assert 0.5 < ended.confidence <= 1.0 and ended.hits > 0.8 * (seg.end_s - seg.start_s) / HOP * 0.9
+
+
+def test_play_from_mid_track_is_bounded_by_its_first_hit():
+    seg = Segment(5, 100.0, 190.0, track_offset_s=70.0, context_s=2.5)
+    _, plays = run([seg], 250.0, seed=1)
+    assert len(plays) == 1
+    assert_play(plays[0], seg)
+    assert plays[0].track_offset_s == pytest.approx(70.0, abs=2 * HOP)
+
+
+@pytest.mark.parametrize("speed", [0.97, 1.03])
+def test_speed_changed_plays_are_one_play_with_the_fitted_speed(speed: float):
+    seg = Segment(11, 40.0, 40.0 + CATALOG.durations[11] / speed, speed=speed)
+    _, plays = run([seg], seg.end_s + 40.0, seed=2)
+    assert len(plays) == 1
+    assert_play(plays[0], seg)
+    assert plays[0].speed == pytest.approx(speed, abs=0.005)
+
+
+def test_back_to_back_plays_and_a_crossfade():
+    a = Segment(20, 30.0, 130.0)
+    b = Segment(21, 130.0, 230.0, track_offset_s=15.0, context_s=2.5)  # cut in mid-track, no gap
+    c = Segment(22, 226.0, 330.0)  # 4 s crossfade from b
+    _, plays = run([a, b, c], 380.0, seed=3)
+    assert [p.track_id for p in plays] == [tid(20), tid(21), tid(22)]
+    for play, seg in zip(plays, (a, b, c), strict=True):
+        assert_play(play, seg, end_tol=3 * HOP)
+
+
+def test_the_same_track_twice_is_two_plays():
+    first = Segment(7, 20.0, 120.0)
+    again = Segment(7, 120.0, 220.0)  # back to back, from the beginning again
+    later = Segment(7, 300.0, 360.0, track_offset_s=40.0, context_s=2.5)
+    _, plays = run([first, again, later], 400.0, seed=4)
+    assert len(plays) == 3
+    for play, seg in zip(plays, (first, again, later), strict=True):
+        assert_play(play, seg)
+
+
+def test_misses_shorter_than_the_hysteresis_do_not_split_a_play_and_longer_ones_do():
+    p = DecisionParams()
+    gap = (p.end_after_misses - 2) * HOP  # a dropout of a few hops without any match
+    before = Segment(9, 50.0, 100.0)
+    after = Segment(9, 100.0 + gap, 160.0, track_offset_s=50.0 + gap, context_s=0.0)
+    _, plays = run([before, after], 200.0, seed=5)
+    assert len(plays) == 1
+    assert plays[0].start_s == pytest.approx(50.0, abs=HOP) and plays[0].end_s == pytest.approx(160.0, abs=2 * HOP)
+
+    long_gap = (p.end_after_misses + 6) * HOP
+    after = Segment(9, 100.0 + long_gap, 170.0, track_offset_s=50.0 + long_gap, context_s=0.0)
+    _, plays = run([before, after], 200.0, seed=5)
+    assert len(plays) == 2
+    assert plays[0].end_s == pytest.approx(100.0, abs=2 * HOP)
+
+
+def test_a_repeated_passage_at_another_alignment_does_not_start_a_second_play():
+    seg = Segment(13, 30.0, 150.0)
+    chorus = Segment(13, 30.0, 150.0, track_offset_s=40.0, hit_prob=0.6, bit_error=0.15)  # same audio 40 s later
+    _, plays = run([seg, chorus], 200.0, seed=6, neighbours=0)
+    assert [p.track_id for p in plays] == [tid(13)]
+    assert_play(plays[0], seg)
+
+
+@pytest.mark.parametrize("stuck_prob", [0.0, 0.5])
+def test_a_day_of_unknown_audio_gives_no_event(stuck_prob: float):
+    rng = np.random.default_rng(7)
+    m = CATALOG.chance_matches(rng, hop_times(0.0, 86_400.0), k=10, stuck_prob=stuck_prob)
+    assert decide(m.times, m.track_ids, m.offsets, m.distances) == []
+
+
+def test_state_per_stream_stays_bounded():
+    p = DecisionParams(max_candidates=8)
+    tracker = Tracker(p)
+    rng = np.random.default_rng(8)
+    m = CATALOG.chance_matches(rng, hop_times(0.0, 3600.0), k=20)
+    for i in range(len(m.times)):
+        tracker.update_one("s", m.times[i], m.track_ids[i], m.offsets[i], m.distances[i])
+        assert len(tracker._streams["s"].candidates) <= p.max_candidates
+
+
+def test_batched_update_over_many_streams_equals_one_stream_at_a_time():
+    streams = {}
+    for n in range(6):
+        segs = [Segment(30 + n, 20.0 + 7 * n, 120.0 + 5 * n), Segment(40 + n, 150.0, 260.0, speed=1.02)]
+        streams[f"stream-{n}"] = run(segs, 300.0, seed=10 + n)
+    tracker = Tracker()
+    batched: list[PlayEvent] = []
+    ids = list(streams)
+    for i in range(len(streams[ids[0]][0].times)):
+        ms = [streams[s][0] for s in ids]
+        batched += tracker.update(
+            ids,
+            [m.times[i] + 1000.0 * k for k, m in enumerate(ms)],  # streams need not share a clock
+            np.stack([m.track_ids[i] for m in ms]),
+            np.stack([m.offsets[i] for m in ms]),
+            np.stack([m.distances[i] for m in ms]),
+        )
+    assert tracker.n_streams == len(ids) and tracker.n_open_plays == 0
+    for k, s in enumerate(ids):
+        expected = [dataclasses.replace(p, stream_id=s) for p in streams[s][1]]
+        got = [e.play for e in batched if e.type == ENDED and e.play.stream_id == s]
+        shifted = [
+            dataclasses.replace(p, **{f: getattr(p, f) - 1000.0 * k for f in (
+                "start_s", "end_s", "origin_s", "first_hit_s", "last_hit_s", "detected_s")})
+            for p in got
+        ]  # fmt: skip
+        assert len(shifted) == len(expected) == 2
+        for a, b in zip(shifted, expected, strict=True):
+            assert a.track_id == b.track_id and a.hits == b.hits
+            assert a.start_s == pytest.approx(b.start_s, abs=1e-6) and a.end_s == pytest.approx(b.end_s, abs=1e-6)
+        starts = [e for e in batched if e.type == STARTED and e.play.stream_id == s]
+        assert len(starts) == 2
+
+
+def test_flush_and_reset_end_open_plays_at_their_last_hit():
+    seg = Segment(50, 10.0, 200.0)
+    m, _ = run([seg], 80.0, seed=12)
+    for close in ("flush", "reset"):
+        tracker = Tracker()
+        events = []
+        for i in range(len(m.times)):
+            events += tracker.update_one("s", m.times[i], m.track_ids[i], m.offsets[i], m.distances[i])
+        assert [e.type for e in events] == [STARTED]
+        assert len(tracker.open_plays("s")) == 1 and tracker.open_plays("other") == []
+        closed = getattr(tracker, close)("s")
+        assert [e.type for e in closed] == [ENDED]
+        assert closed[0].play.end_s == pytest.approx(closed[0].play.last_hit_s + tracker.params.end_bias_s)
+        assert closed[0].play.last_hit_s > 75.0
+        assert tracker.n_streams == 0 and getattr(tracker, close)("s") == []
+
+
+def test_bad_rows_are_ignored_and_time_must_advance():
+    tracker = Tracker()
+    ids = [None, "", "t00001", "t00002", "t00003"]
+    offsets = [1.0, 2.0, float("nan"), 5.0, 6.0]
+    distances = [3, 3, 3, -1, 65]
+    assert tracker.update_one("s", 10.0, ids, offsets, distances) == []
+    assert tracker._streams["s"].candidates == []
+    good = ["t00004"] * 5
+    for i in range(6):
+        tracker.update_one("s", 10.0 + HOP * (i + 1), good, [20.0 + HOP * i] * 5, [2] * 5)
+    assert len(tracker.open_plays()) == 1
+    assert tracker.update_one("s", 10.0, good, [0.0] * 5, [0] * 5) == []  # stale hop: ignored
+    with pytest.raises(ValueError):
+        tracker.update(["a", "b"], [1.0], [["x"]], [[1.0]], [[1]])
+
+
+def test_confidence_is_in_range_and_far_codes_do_not_start_plays():
+    near = run([Segment(60, 10.0, 100.0, bit_error=0.02, hit_prob=1.0)], 120.0, seed=13)[1]
+    assert len(near) == 1 and 0.85 <= near[0].confidence <= 1.0
+    far = Segment(60, 10.0, 100.0, bit_error=0.3, hit_prob=1.0)  # ~19 of 64 bits wrong: chance level
+    assert run([far], 120.0, seed=13)[1] == []
+    lenient = DecisionParams(min_confidence=0.0, min_evidence=0.0, max_distance_ratio=0.5)
+    weak = run([far], 120.0, seed=13, params=lenient)[1]
+    assert len(weak) == 1 and 0.0 <= weak[0].confidence < 0.5
+
+
+def test_params_come_from_the_config():
+    config = load_config(overrides={"daemon.min_hits": 6, "daemon.end_after_misses": 3}, environ={})
+    params = DecisionParams.from_config(config)
+    assert params.min_hits == 6 and params.end_after_misses == 3
+    assert params.hop_s == pytest.approx(48 * 256 / 12000) and params.code_bits == 64
+    defaults = DecisionParams.from_config(load_config(environ={}))
+    assert defaults == DecisionParams()

@@ -1,0 +1,180 @@
+"""The hash network: shapes, exact streaming, weights round trip, track indexing, a tiny overfit."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from streamd.config import ModelConfig
+from streamd.model import Fingerprinter, load_fingerprinter
+from streamd.model.api import ModelLoadError, save_weights
+from streamd.model.hashing import hamming, pack_bits, unpack_bits
+from streamd.model.losses import bit_balance, nt_xent, quantisation
+from streamd.model.network import LOG_FLOOR, ArchConfig, HashNet
+
+SMALL = ArchConfig(window_frames=400, widths=(4, 8, 8, 16, 16), feature_dim=8, lstm1_hidden=12, lstm2_hidden=16, bits=32)
+
+
+def _randomised(arch: ArchConfig, seed: int = 0) -> HashNet:
+    """A network in eval mode with non-trivial batch-norm statistics (as after training)."""
+    torch.manual_seed(seed)
+    net = HashNet(arch)
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.3, 0.3)
+    return net.eval()
+
+
+def _logmel(*shape: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * 3.0 - 6.0
+
+
+def test_default_geometry_matches_the_daemon():
+    arch = ArchConfig()
+    assert arch.hop_frames == 48 and arch.window_frames == 1366 and arch.bits == 64
+    assert arch.n_steps == 27 and arch.input_frames == 1358 <= arch.window_frames
+    assert arch.freq_bins(5) == 1
+
+
+def test_full_window_shapes_and_range():
+    fp = Fingerprinter(_randomised(SMALL))
+    windows = _logmel(3, 96, SMALL.window_frames)
+    relaxed = fp.relaxed_for_logmel(windows)
+    assert relaxed.shape == (3, 32) and relaxed.abs().max() < 1
+    codes = fp.codes_for_logmel(windows)
+    assert codes.dtype == np.uint8 and codes.shape == (3, 4)
+    assert np.array_equal(codes, np.packbits(relaxed.numpy() > 0, axis=-1))
+
+
+def test_frames_older_than_the_input_span_are_ignored():
+    fp = Fingerprinter(_randomised(SMALL))
+    windows = _logmel(2, 96, SMALL.window_frames)
+    changed = windows.clone()
+    changed[..., : SMALL.window_frames - SMALL.input_frames] += 5.0
+    assert torch.allclose(fp.relaxed_for_logmel(windows), fp.relaxed_for_logmel(changed), atol=1e-6)
+    changed[..., -48:] += 5.0
+    assert (fp.relaxed_for_logmel(windows) - fp.relaxed_for_logmel(changed)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("arch", [SMALL, ArchConfig()], ids=["small", "default"])
+def test_streaming_equals_full_window(arch):
+    """Slots at different phases, some reset midway: each hop's code equals the full-window code."""
+    net = _randomised(arch, seed=3)
+    fp = Fingerprinter(net)
+    hops = arch.n_steps + 4
+    n_streams = 3
+    streams = _logmel(n_streams, 96, hops * arch.hop_frames, seed=4)
+    encoder = fp.streaming(max_streams=6)
+    slot_of = [5, 0, 2]
+    started = [0, 2, 5]  # stream i starts feeding at hop started[i]
+    for hop in range(hops):
+        active = [i for i in range(n_streams) if hop >= started[i]]
+        if hop == 9:  # stream 0 is reset: it starts afresh from here
+            encoder.reset(slot_of[0])
+            started[0] = 9
+        frames = torch.stack([streams[i, :, (hop - started[i]) * 48 : (hop - started[i] + 1) * 48] for i in active])
+        relaxed = encoder.advance_relaxed(torch.tensor([slot_of[i] for i in active]), frames)
+        history = [streams[i, :, : (hop - started[i] + 1) * 48] for i in active]
+        windows = torch.stack(
+            [torch.nn.functional.pad(h, (arch.window_frames - h.shape[-1], 0), value=LOG_FLOOR) if h.shape[-1] < arch.window_frames else h[:, -arch.window_frames :] for h in history]
+        )
+        full = fp.relaxed_for_logmel(windows)
+        assert torch.allclose(relaxed, full, atol=2e-4), (hop, (relaxed - full).abs().max())
+        assert np.array_equal(pack_bits(relaxed), pack_bits(full)), hop
+
+
+def test_streaming_rejects_bad_input():
+    encoder = Fingerprinter(_randomised(SMALL)).streaming(2)
+    with pytest.raises(ValueError):
+        encoder.advance(torch.tensor([0, 0]), _logmel(2, 96, 48))
+    with pytest.raises(ValueError):
+        encoder.advance(torch.tensor([0]), _logmel(1, 96, 47))
+
+
+def test_codes_for_audio_matches_windows_and_offsets():
+    fp = Fingerprinter(_randomised(SMALL, seed=5))
+    audio = np.random.default_rng(0).standard_normal(12000 * 8).astype(np.float32) * 0.1
+    codes, offsets = fp.codes_for_audio(audio)
+    n_frames = 1 + (len(audio) - 512) // 256
+    assert len(codes) == n_frames // 48 and codes.shape[1] == 4
+    assert np.allclose(offsets, np.arange(1, len(codes) + 1) * 48 * 256 / 12000)
+    from streamd.melspec import offline_logmel
+
+    logmel = offline_logmel(torch.from_numpy(audio))
+    for k in (0, 3, len(codes) - 1):
+        end = (k + 1) * 48
+        window = torch.nn.functional.pad(logmel[:, :end], (max(0, SMALL.window_frames - end), 0), value=LOG_FLOOR)
+        assert np.array_equal(fp.codes_for_logmel(window[None, :, -SMALL.window_frames :])[0], codes[k])
+
+
+def test_chunked_track_trunk_equals_one_pass():
+    fp = Fingerprinter(_randomised(SMALL, seed=6))
+    logmel = _logmel(96, 48 * 30, seed=7)
+    one, _ = fp.relaxed_for_track_logmel(logmel, chunk_hops=1000)
+    chunked, _ = fp.relaxed_for_track_logmel(logmel, chunk_hops=7)
+    assert torch.allclose(one, chunked, atol=1e-5)
+
+
+def test_safetensors_round_trip(tmp_path):
+    net = _randomised(SMALL, seed=8)
+    path = save_weights(tmp_path / "m.safetensors", net, {"name": "test-model", "training": {"steps": 3}})
+    assert path.read_bytes()[:8] != b"\x80\x04\x95"  # not a pickle
+    fp = load_fingerprinter(ModelConfig(weights=str(path), bits=32, device="cpu"))
+    assert fp.bits == 32 and fp.hop_frames == 48 and fp.window_frames == SMALL.window_frames
+    assert fp.version.startswith("test-model-") and len(fp.version) == len("test-model-") + 8
+    windows = _logmel(2, 96, SMALL.window_frames)
+    assert np.array_equal(fp.codes_for_logmel(windows), Fingerprinter(net).codes_for_logmel(windows))
+    with pytest.raises(ModelLoadError):
+        load_fingerprinter(ModelConfig(weights=str(path), bits=64, device="cpu"))
+    with pytest.raises(ModelLoadError):
+        load_fingerprinter(ModelConfig(weights=str(tmp_path / "missing.safetensors")))
+    (tmp_path / "bad.safetensors").write_bytes(b"not a model")
+    with pytest.raises(ModelLoadError):
+        load_fingerprinter(ModelConfig(weights=str(tmp_path / "bad.safetensors")))
+
+
+def test_bits_pack_big_endian_and_hamming():
+    relaxed = np.array([[0.5, -0.2, -1, 0.1, -0.1, -0.1, -0.1, -0.1, 0.9] + [-0.5] * 7])
+    codes = pack_bits(relaxed)
+    assert codes.tolist() == [[0b10010000, 0b10000000]]
+    assert unpack_bits(codes, 16).tolist() == [(relaxed[0] > 0).astype(int).tolist()]
+    assert hamming(codes, np.zeros_like(codes)).tolist() == [4]
+
+
+def test_losses_behave():
+    q = torch.tensor([[1.0, -1.0], [-1.0, 1.0]])
+    assert quantisation(q) == 0 and quantisation(q * 0.5) > 0
+    assert bit_balance(q) < bit_balance(torch.ones(2, 2) + torch.tensor([[0.0, 0.1], [0.1, 0.0]]))
+    queries = torch.randn(8, 16)
+    aligned, accuracy = nt_xent(queries, queries + 0.01 * torch.randn(8, 16), torch.arange(8), torch.zeros(8, dtype=torch.long))
+    shuffled, _ = nt_xent(queries, torch.randn(8, 16), torch.arange(8), torch.zeros(8, dtype=torch.long))
+    assert aligned < shuffled and accuracy == 1.0
+
+
+def test_tiny_overfit_reduces_the_loss():
+    """A few steps on two synthetic 'tracks' make the paired codes agree (no real data)."""
+    from streamd.train import LossWeights, TrainConfig, compute_losses
+
+    torch.manual_seed(0)
+    arch = replace(SMALL, selection="cosine")
+    cfg = TrainConfig(arch=arch, loss=LossWeights())
+    cfg = replace(cfg, views=replace(cfg.views, windows=2))
+    net = HashNet(arch, n_classes=2)
+    frames = arch.overhead_frames + arch.hop_frames * (arch.n_steps + 1)
+    reference = _logmel(4, 96, frames, seed=9)
+    batch = {"query": reference + 0.3 * torch.randn_like(reference), "reference": reference, "track": torch.tensor([0, 1, 0, 1])}
+    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
+    first = None
+    for _ in range(25):
+        loss, _ = compute_losses(net, batch, cfg)
+        first = float(loss) if first is None else first
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert float(loss) < 0.8 * first
