@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from streamd.decision import DecisionParams, decide
+from streamd.decision import DecisionParams, Tracker, decide
 from streamd.synthetic_matches import Segment, SyntheticCatalog, hop_times
 
 DAY_S = 86_400.0
@@ -77,6 +77,33 @@ def detection(params: DecisionParams, catalog: SyntheticCatalog, segments: list[
     }
 
 
+def tracker_cost(catalog: SyntheticCatalog, streams: int, hops: int, k: int, seed: int) -> dict:
+    """Seconds per stream-hop of ``Tracker.update`` for ``streams`` streams at once, and of a floor
+    that only converts the same arrays to Python rows (what any per-stream Python loop pays)."""
+    rng = np.random.default_rng(seed)
+    ids = [f"stream-{i}" for i in range(streams)]
+    length = 300.0
+    segments = random_plays(catalog, 3, seed)
+    per_stream = [catalog.matches(rng, hop_times(0.0, length), segments[: i % 2 * 3], k=k) for i in range(8)]
+    tracker = Tracker()
+    spent = floor = 0.0
+    for hop in range(hops):
+        rows = [per_stream[i % 8] for i in range(streams)]
+        times = np.full(streams, rows[0].times[hop])
+        tids = np.stack([m.track_ids[hop] for m in rows])
+        offsets = np.stack([m.offsets[hop] for m in rows])
+        distances = np.stack([m.distances[hop] for m in rows])
+        t0 = time.perf_counter()
+        tracker.update(ids, times, tids, offsets, distances)
+        t1 = time.perf_counter()
+        for _ in zip(ids, times.tolist(), tids.tolist(), offsets.tolist(), distances.tolist(), strict=True):
+            pass
+        t2 = time.perf_counter()
+        spent += t1 - t0
+        floor += t2 - t1
+    return {"update_us": spent / (streams * hops) * 1e6, "floor_us": floor / (streams * hops) * 1e6}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=float, default=10.0, help="simulated days of non-catalog audio per setting")
@@ -86,7 +113,17 @@ def main() -> None:
     parser.add_argument("--stuck", type=float, default=0.3, help="probability a chance match repeats at the next hop")
     parser.add_argument("--plays", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--streams", type=int, default=1000, help="streams per update() for the cost measurement")
     args = parser.parse_args()
+
+    cost = tracker_cost(SyntheticCatalog(seed=args.seed), args.streams, 120, args.k, args.seed)
+    print(
+        f"Tracker.update, {args.streams} streams per call (half playing, half chance audio), k={args.k}: "
+        f"{cost['update_us']:.1f} us per stream-hop; converting the arrays to rows alone: "
+        f"{cost['floor_us']:.1f} us ({cost['update_us'] / cost['floor_us']:.1f}x); "
+        f"{args.streams} streams at a {DecisionParams().hop_s} s hop use "
+        f"{cost['update_us'] * args.streams / DecisionParams().hop_s / 1e4:.1f} % of a core"
+    )
 
     base = DecisionParams()
     print(f"defaults: {base}")

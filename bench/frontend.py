@@ -48,14 +48,23 @@ def chunk_pool(rate: int, channels: int, n_distinct: int, seed: int = 0) -> list
     return pool
 
 
-def run_bank(n_streams: int, seconds: float, case: str, batch: int, block_frames: int, profile: bool) -> dict:
+def run_bank(
+    n_streams: int,
+    seconds: float,
+    case: str,
+    batch: int,
+    block_frames: int,
+    profile: bool,
+    hop: int,
+    quality: str,
+) -> dict:
     rate, channels, fmt = CASES[case]
     pool = chunk_pool(rate, channels, 32)
-    bank = FrontendBank(FrontendConfig(), block_frames=block_frames)
+    bank = FrontendBank(FrontendConfig(resample_quality=quality), block_frames=block_frames)
     steps = int(seconds / CHUNK_S)
     ids = [f"{case}-{i}" for i in range(n_streams)]
     chunk_ms = int(CHUNK_S * 1000)
-    cpu = wall = 0.0
+    cpu = wall = read_cpu = 0.0
     frames = 0
     profiler = cProfile.Profile() if profile else None
     for step in range(steps + 1):  # step 0 starts the streams and is not timed
@@ -73,20 +82,34 @@ def run_bank(n_streams: int, seconds: float, case: str, batch: int, block_frames
         if step:
             cpu += time.process_time() - c0
             wall += time.perf_counter() - w0
-    assert sum(bank.counters.values()) == bank.counters["in_order"] + bank.counters["stream_start"], bank.counters
+        c0 = time.process_time()
+        ready = bank.ready(hop)
+        if ready:
+            bank.take_hop(ready, hop)
+        if step:
+            read_cpu += time.process_time() - c0
+    assert sum(bank.counters.values()) == bank.counters["in_order"] + bank.counters["stream_start"], (
+        bank.counters
+    )
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(14)
     audio_s = n_streams * steps * CHUNK_S
-    return {"cpu_s": cpu, "wall_s": wall, "streams_per_core": audio_s / cpu, "frames": frames}
+    return {
+        "cpu_s": cpu,
+        "wall_s": wall,
+        "streams_per_core": audio_s / cpu,
+        "frames": frames,
+        "read_cpu_s": read_cpu,
+    }
 
 
-def run_naive(n_streams: int, seconds: float, case: str) -> dict:
+def run_naive(n_streams: int, seconds: float, case: str, quality: str) -> dict:
     """Recompute the whole 29.12 s window of every stream for every chunk."""
     rate, channels, _ = CASES[case]
     pool = chunk_pool(rate, channels, 32)
     window_samples = (FrontendConfig().window_frames - 1) * 256 + 512
     buffers = [np.zeros(window_samples, dtype=np.float32) for _ in range(n_streams)]
-    resamplers = [make_resampler(rate, 12000, "HQ") for _ in range(n_streams)]
+    resamplers = [make_resampler(rate, 12000, quality) for _ in range(n_streams)]
     steps = int(seconds / CHUNK_S)
     cpu = wall = 0.0
     for step in range(steps):
@@ -104,7 +127,9 @@ def run_naive(n_streams: int, seconds: float, case: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--streams", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=10.0, help="audio seconds per stream")
     parser.add_argument("--case", choices=[*CASES, "all"], default="all")
@@ -112,22 +137,35 @@ def main() -> None:
     parser.add_argument("--block-frames", type=int, default=1024)
     parser.add_argument("--naive-streams", type=int, default=16)
     parser.add_argument("--naive-seconds", type=float, default=5.0)
+    parser.add_argument("--quality", default="HQ", choices=["QQ", "LQ", "MQ", "HQ", "VHQ"])
+    parser.add_argument("--hop", type=int, default=48, help="frames per model hop taken after each step")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(
         f"# {time.strftime('%Y-%m-%d %H:%M')} {platform.processor() or platform.machine()} "
-        f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}, torch {torch.__version__}, numpy {np.__version__}"
+        f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}, torch {torch.__version__}, numpy {np.__version__}, "
+        f"soxr quality {args.quality}, {args.batch} chunks per push"
     )
     cases = list(CASES) if args.case == "all" else [args.case]
     for case in cases:
-        ours = run_bank(args.streams, args.seconds, case, args.batch, args.block_frames, args.profile)
-        naive = run_naive(args.naive_streams, args.naive_seconds, case)
+        ours = run_bank(
+            args.streams,
+            args.seconds,
+            case,
+            args.batch,
+            args.block_frames,
+            args.profile,
+            args.hop,
+            args.quality,
+        )
+        naive = run_naive(args.naive_streams, args.naive_seconds, case, args.quality)
         print(
             f"{case:16s} streams={args.streams} seconds={args.seconds:g}: "
             f"{ours['streams_per_core']:7.0f} real-time streams/core "
             f"(cpu {ours['cpu_s']:.2f} s, wall {ours['wall_s']:.2f} s, "
             f"{1e6 * ours['cpu_s'] / (args.streams * args.seconds / CHUNK_S):.1f} us/chunk) | "
+            f"hop reads {1e6 * ours['read_cpu_s'] / (args.streams * args.seconds / CHUNK_S):.1f} us/chunk | "
             f"naive ({args.naive_streams} streams): {naive['streams_per_core']:6.1f} streams/core | "
             f"ratio {ours['streams_per_core'] / naive['streams_per_core']:.0f}x"
         )

@@ -191,9 +191,32 @@ def run() -> None:
 
 
 @app.command()
-def index() -> None:
-    """Index audio files into a catalog in Redis."""
-    _todo("index")
+def index(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Audio files, or folders searched recursively.")] = None,
+    catalog: Annotated[str | None, typer.Option("--catalog", help="Catalog name (default: store.catalog).")] = None,
+    manifest: Annotated[
+        Path | None,
+        typer.Option("--manifest", help="CSV with track_id and path (or relative_path) columns plus metadata."),
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Decode + encode in N processes.")] = 1,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Index into a new version; switch to it atomically when done.")
+    ] = False,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Overwrite stored tracks whose id comes from another file.")
+    ] = False,
+) -> None:
+    """Index audio files into a catalog in Redis (resumable; unchanged files are skipped)."""
+    from streamd.indexer import format_report, index_paths
+
+    config = get_config(store__catalog=catalog)
+    report = index_paths(config, config.store.catalog, paths or [], manifest=manifest, workers=workers,
+                         rebuild=rebuild, replace=replace, show_progress=True)
+    console = Console()
+    for line in format_report(report):
+        console.print(line, highlight=False, markup=False)
+    if report.failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -224,9 +247,25 @@ def train(
 
 
 @app.command("eval")
-def eval_() -> None:
-    """Evaluate the hash model: top-1 for 3/5/10/29 s queries, clean and degraded; mAP."""
-    _todo("eval")
+def eval_(
+    weights: Annotated[Path | None, typer.Option("--weights", help="Model weights (default: model.weights).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the full report as JSON here.")] = None,
+    queries: Annotated[int, typer.Option("--queries", help="Excerpts per condition (each gives every duration).")] = 100,
+    strength: Annotated[float, typer.Option("--strength", help="Degradation strength of random_chain, 0..1.")] = 0.6,
+    seed: Annotated[int, typer.Option("--seed")] = 20261128,
+) -> None:
+    """Evaluate the hash model: top-1 for 3/5/10/29 s queries, clean and degraded; mAP; false accepts."""
+    from rich.console import Console
+
+    from streamd.evaluate import EvalConfig, evaluate, format_table, write_json
+    from streamd.model import load_fingerprinter
+
+    config = get_config(model__weights=str(weights) if weights else None)
+    fp = load_fingerprinter(config.model)
+    report = evaluate(fp, cfg=EvalConfig(queries=queries, strength=strength, seed=seed))
+    Console().print(format_table(report))
+    if json_out:
+        write_json(report, json_out)
 
 
 @app.command()
@@ -329,17 +368,61 @@ def score(
 
 @catalog_app.command("list")
 def catalog_list() -> None:
-    """List catalogs."""
-    _todo("catalog list")
+    """List catalogs: tracks, codes, model, version."""
+    from streamd.store.catalog import connect, list_catalogs
+    from streamd.store.views import catalogs_table
+
+    client = connect(get_config().redis)
+    try:
+        infos = list_catalogs(client)
+    finally:
+        client.close()
+    if not infos:
+        Console().print("no catalogs (create one with `streamd index --catalog NAME PATH...`)")
+        return
+    Console().print(catalogs_table(infos))
 
 
 @catalog_app.command("show")
-def catalog_show() -> None:
-    """Show one catalog."""
-    _todo("catalog show")
+def catalog_show(
+    name: Annotated[str, typer.Argument(help="Catalog name.")],
+    tracks: Annotated[int, typer.Option("--tracks", min=0, help="How many tracks to list.")] = 20,
+) -> None:
+    """Show one catalog: model, version, counts and its first tracks."""
+    from streamd.store.catalog import Catalog, CatalogError, connect
+    from streamd.store.views import catalog_details
+
+    client = connect(get_config().redis)
+    try:
+        catalog = Catalog(client, name)
+        info = catalog.info()
+        if info is None:
+            raise CatalogError(f"catalog {name!r} does not exist (see `streamd catalog list`)")
+        console = Console()
+        for item in catalog_details(catalog, info, tracks):
+            console.print(item, highlight=False)
+    finally:
+        client.close()
 
 
 @catalog_app.command("delete")
-def catalog_delete() -> None:
-    """Delete one catalog."""
-    _todo("catalog delete")
+def catalog_delete(
+    name: Annotated[str, typer.Argument(help="Catalog name.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete one catalog and all its keys (running daemons empty their copy)."""
+    from streamd.store.catalog import Catalog, CatalogError, connect
+
+    client = connect(get_config().redis)
+    try:
+        catalog = Catalog(client, name)
+        info = catalog.info()
+        if info is None:
+            raise CatalogError(f"catalog {name!r} does not exist (see `streamd catalog list`)")
+        tracks = info.served.tracks if info.served else 0
+        if not yes and not typer.confirm(f"delete catalog {name!r} with {tracks} tracks?"):
+            raise typer.Exit(1)
+        catalog.delete()
+    finally:
+        client.close()
+    Console().print(f"deleted catalog {name!r}", highlight=False)

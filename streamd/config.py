@@ -131,7 +131,7 @@ class ServicesConfig:
     kafka_controller_port: int = _bounded(9093, 1, 65535)
     kafka_version: str = "4.1.1"
     kafka_heap_mb: int = _bounded(512, 128, 16384)
-    kafka_retention_mb: int = _bounded(1024, 16, 1_048_576)
+    kafka_retention_mb: int = _bounded(512, 16, 1_048_576)  # per partition; also log.retention.hours=24
     redis_port: int = _bounded(6379, 1, 65535)
     start_timeout_s: float = _bounded(90.0, 1.0, 900.0)
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 STARTED = "started"
 ENDED = "ended"
+FIT_SPAN_HOPS = 16  # hits must span this many hops before the playback speed is fitted
 
 
 @dataclass(frozen=True)
@@ -127,28 +128,31 @@ class _Hypothesis:
     """
 
     __slots__ = (
-        "track", "t0", "o0", "t_last", "o_last", "n", "sum_d", "score", "sx", "sy", "sxx", "sxy", "hit",
-        "start_s", "track_offset_s", "origin_s", "detected_s", "prev_end_s",
+        "track", "t0", "o0", "t_last", "o_last", "t_end", "n", "sum_d", "score", "sx", "sy", "sxx", "sxy", "hit",
+        "expires", "start_s", "track_offset_s", "origin_s", "detected_s", "prev_end_s",
     )  # fmt: skip
 
-    def __init__(self, track: Any, t: float, offset: float, distance: float, score: float) -> None:
+    def __init__(self, track: Any, t: float, offset: float, distance: float, score: float, expires: float) -> None:
         self.track = track
         self.t0 = t
         self.o0 = offset
         self.t_last = t
         self.o_last = offset
+        self.t_end = t
         self.n = 1
         self.sum_d = distance
         self.score = score
         self.sx = self.sy = self.sxx = self.sxy = 0.0
         self.hit = True
-        self.start_s: float | None = None  # set when the hypothesis becomes a play
-        self.track_offset_s = 0.0
-        self.origin_s = 0.0
-        self.detected_s = 0.0
-        self.prev_end_s: float | None = None
+        self.expires = expires  # a hypothesis that is not a play yet dies when not supported by then
+        # start_s, track_offset_s, origin_s, detected_s, prev_end_s: set when it becomes a play.
 
-    def add_hit(self, t: float, offset: float, distance: float, score: float) -> None:
+    def add_hit(self, t: float, offset: float, distance: float, score: float, hop_s: float) -> None:
+        """Count a hit. It moves the end of the play only if the previous support was at most three
+        hops before: one chance match near the predicted offset after a run of misses keeps the
+        play alive, but should not stretch its end."""
+        if t - self.t_last <= 3.5 * hop_s:
+            self.t_end = t
         self.keep_alive(t, offset)
         x = t - self.t0
         y = offset - self.o0
@@ -167,10 +171,16 @@ class _Hypothesis:
         self.hit = True
 
     def line(self, p: DecisionParams) -> tuple[float, float]:
-        """(speed, offset at t0) of the fitted line; speed is 1 until the hits span 3 hops."""
+        """(speed, offset at t0) of the fitted line.
+
+        The speed is taken as 1 until the hits span ``FIT_SPAN_HOPS`` hops: over shorter spans the
+        timing jitter of the matches (a few tenths of a second) makes the fitted slope noisier than
+        the speed range it could detect, and a 3 % speed error only builds up 0.5 s over 16 s,
+        well inside the tolerance.
+        """
         n = self.n
         speed = 1.0
-        if n >= 3 and self.t_last - self.t0 >= 3 * p.hop_s:
+        if n >= 3 and self.t_last - self.t0 >= FIT_SPAN_HOPS * p.hop_s:
             den = n * self.sxx - self.sx * self.sx
             if den > 0:
                 speed = (n * self.sxy - self.sx * self.sy) / den
@@ -221,9 +231,13 @@ class _Hypothesis:
             mean_distance=self.sum_d / self.n,
             speed=speed,
             first_hit_s=self.t0,
-            last_hit_s=self.t_last,
+            last_hit_s=self.t_end,
             detected_s=self.detected_s,
         )
+
+
+def _distance_of(entry: list[Any]) -> float:
+    return entry[1]
 
 
 class _StreamState:
@@ -332,9 +346,9 @@ class Tracker:
     def _end(self, stream_id: str, state: _StreamState, h: _Hypothesis) -> PlayEvent:
         p = self.params
         h.start_s, h.track_offset_s, _ = h.estimate_start(p)  # refined with every hit
-        end = max(h.t_last + p.end_bias_s, h.start_s)
-        if state.last_end_s is None or h.t_last > state.last_end_s:
-            state.last_end_s = h.t_last
+        end = max(h.t_end + p.end_bias_s, h.start_s)
+        if state.last_end_s is None or h.t_end > state.last_end_s:
+            state.last_end_s = h.t_end
         return PlayEvent(ENDED, h.snapshot(stream_id, p, end))
 
     def _step(
@@ -373,37 +387,45 @@ class Tracker:
                 h.hit = False
                 entries = by_track.get(h.track)
                 if entries:
-                    predictions.setdefault(h.track, []).append(self._claim(h, t, entries))
+                    predicted = self._claim(h, t, entries)
+                    if h.track in predictions:
+                        predictions[h.track].append(predicted)
+                    else:
+                        predictions[h.track] = [predicted]
 
-        for h in [h for h in state.plays if not h.hit and t - h.t_last > self._end_gap]:
-            state.plays.remove(h)
-            events.append(self._end(stream_id, state, h))
+        if state.plays:
+            for h in [h for h in state.plays if not h.hit and t - h.t_last > self._end_gap]:
+                state.plays.remove(h)
+                events.append(self._end(stream_id, state, h))
 
-        candidates = [h for h in state.candidates if h.hit or self._survives(h, t)]
-        self._spawn(candidates, t, by_track, predictions)
+        candidates = [h for h in state.candidates if h.hit or h.expires >= t]
+        if by_track:
+            self._spawn(candidates, t, by_track, predictions)
         if len(candidates) > p.max_candidates:
             candidates.sort(key=lambda h: (h.hit, h.score), reverse=True)
             del candidates[p.max_candidates :]
 
+        started = False
         for h in candidates:
-            if h.hit and h.n >= p.min_hits and h.score >= p.min_evidence and self._may_start(h, state):
+            if h.hit and h.n >= p.min_hits and h.score >= p.min_evidence and self._may_start(h, state, t):
                 h.prev_end_s = self._previous_end(h, state)
                 h.start_s, h.track_offset_s, h.origin_s = h.estimate_start(p)
                 h.detected_s = t
                 state.plays.append(h)
                 events.append(PlayEvent(STARTED, h.snapshot(stream_id, p, None)))
-        state.candidates = [h for h in candidates if h.start_s is None]
+                started = True
+        state.candidates = [h for h in candidates if h not in state.plays] if started else candidates
 
-    def _survives(self, h: _Hypothesis, t: float) -> bool:
-        """A not-yet-started hypothesis survives as many consecutive misses as it has hits.
+    def _patience(self, n: int) -> float:
+        """How long after its last support a hypothesis with ``n`` hits that is not a play survives.
 
-        At least ``candidate_max_misses``, at most ``end_after_misses``. Chance hypotheses have
-        one hit and die fast (bounding the state); a real play that already has some hits is not
-        lost to a few missed hops, which would delay its detection and its first hit.
+        As many consecutive misses as it has hits, at least ``candidate_max_misses``, at most
+        ``end_after_misses``: chance hypotheses have one hit and die fast (bounding the state);
+        a real play that already has a few hits is not lost to a few missed hops, which would
+        delay its detection and its first hit.
         """
         p = self.params
-        allowed = min(max(p.candidate_max_misses, h.n), p.end_after_misses)
-        return t - h.t_last <= (allowed + 0.5) * p.hop_s
+        return (min(max(p.candidate_max_misses, n), p.end_after_misses) + 0.5) * p.hop_s
 
     def _claim(self, h: _Hypothesis, t: float, entries: list[list[Any]]) -> float:
         """Give ``h`` the best unclaimed match of its track that lands on the offset it predicts.
@@ -430,10 +452,12 @@ class Tracker:
                 stuck = entry
         if best is not None:
             best[2] = True
-            h.add_hit(t, best[0], best[1], max(0.0, 1.0 - best[1] * self._score_scale))
+            h.add_hit(t, best[0], best[1], max(0.0, 1.0 - best[1] * self._score_scale), p.hop_s)
+            h.expires = t + self._patience(h.n)
         elif stuck is not None:
             stuck[2] = True
             h.keep_alive(t, stuck[0])
+            h.expires = t + self._patience(h.n)
         return predicted
 
     def _spawn(
@@ -451,32 +475,42 @@ class Tracker:
         """
         radius = 2.0 * self.params.align_tol_s
         scale = self._score_scale
+        expires = t + self._patience(1)
         for tid, entries in by_track.items():
-            taken = predictions.get(tid, [])
-            for offset, d, claimed in sorted(entries, key=lambda e: e[1]):
-                if claimed or any(abs(offset - o) <= radius for o in taken):
+            taken = predictions.get(tid)
+            if len(entries) > 1:
+                entries.sort(key=_distance_of)
+            for offset, d, claimed in entries:
+                if claimed:
                     continue
-                taken.append(offset)
-                candidates.append(_Hypothesis(tid, t, offset, d, max(0.0, 1.0 - d * scale)))
+                if taken is None:
+                    taken = [offset]
+                elif any(abs(offset - o) <= radius for o in taken):
+                    continue
+                else:
+                    taken.append(offset)
+                candidates.append(_Hypothesis(tid, t, offset, d, max(0.0, 1.0 - d * scale), expires))
 
     @staticmethod
     def _previous_end(h: _Hypothesis, state: _StreamState) -> float | None:
         """Last hit of the latest other play that was over before ``h``'s first hit (not overlapping)."""
-        ends = [o.t_last for o in state.plays if o.t_last <= h.t0]
+        ends = [o.t_end for o in state.plays if o.t_end <= h.t0]
         if state.last_end_s is not None and state.last_end_s <= h.t0:
             ends.append(state.last_end_s)
         return max(ends, default=None)
 
-    def _may_start(self, h: _Hypothesis, state: _StreamState) -> bool:
-        """Confidence is high enough and no open play of the same track was supported this hop.
+    def _may_start(self, h: _Hypothesis, state: _StreamState, t: float) -> bool:
+        """Confidence is high enough and no open play of the same track is still supported.
 
         The second condition keeps a repeated passage of the track being played (a chorus at
         another alignment) from starting a second play; a real second play of the same track
-        starts as soon as the first one stops being supported.
+        starts once the first one has missed ``min_hits`` hops in a row.
         """
-        if h.confidence(self.params) < self.params.min_confidence:
+        p = self.params
+        if h.confidence(p) < p.min_confidence:
             return False
-        return not any(o.hit and o.track == h.track for o in state.plays)
+        recent = t - p.min_hits * p.hop_s
+        return not any(o.track == h.track and o.t_last > recent for o in state.plays)
 
 
 def decide(

@@ -44,6 +44,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEPLOY_DIR = PROJECT_ROOT / "deploy" / "local"
 HOST = "127.0.0.1"
 MIN_JAVA = 17
+# What the command line of each service's process contains (guards against a reused pid).
+_MARKERS = {"kafka": "kafka.Kafka", "redis": "redis-server"}
 
 Log = Callable[[str], None]
 
@@ -498,9 +500,6 @@ def up(config: Config, log: Log = print) -> list[ServiceStatus]:
             if waiting:
                 time.sleep(0.25)
     return status(config)
-
-
-_MARKERS = {"kafka": "kafka.Kafka", "redis": "redis-server"}
 
 
 def _stop(pid: int, name: str, timeout_s: float, log: Log) -> None:

@@ -107,11 +107,12 @@ class SyntheticCatalog:
         stuck_prob: float = 0.3,
         jitter_s: float = 0.25,
         neighbours: int = 2,
+        share_overlaps: bool = True,
     ) -> Matches:
         """Store answers at ``times`` for a stream playing ``segments`` over background chance matches.
 
         Where segments overlap (a crossfade) each is matched with its ``hit_prob`` divided by the
-        number of overlapping segments.
+        number of overlapping segments, unless ``share_overlaps`` is false.
         """
         times = np.asarray(times, dtype=np.float64)
         base = self.chance_matches(rng, times, k, stuck_prob)
@@ -119,7 +120,7 @@ class SyntheticCatalog:
         offsets = base.offsets.copy()
         distances = base.distances.astype(np.int32)
         active = np.zeros(len(times), dtype=np.int32)
-        for seg in segments:
+        for seg in segments if share_overlaps else ():
             active += (times >= seg.start_s) & (times <= seg.end_s)
         extra_ids, extra_offsets, extra_distances = [], [], []
         step = self.offset_step_s

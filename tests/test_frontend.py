@@ -6,14 +6,13 @@ import dataclasses
 
 import numpy as np
 import pytest
-import soxr
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamd.config import FrontendConfig
 from streamd.frontend import COUNTER_NAMES, LOG_SILENCE, FrontendBank
-from streamd.frontend.audio import downmix, flush, make_resampler, resample_whole
+from streamd.frontend.audio import downmix, make_resampler, resample_whole
 from streamd.frontend.continuity import ChunkOrder
 from streamd.melspec import offline_logmel
 from streamd.protocol import Chunk
@@ -35,8 +34,15 @@ def music_like(rng: np.random.Generator, n: int, channels: int, rate: int) -> np
     return audio.astype(np.float32)
 
 
-def chunks_of(audio: np.ndarray, sizes: list[int], rate: int, stream_id: str = "s", seq0: int = 0,
-              ts0: float = 1_000_000.0, fmt: str = "f32le") -> list[Chunk]:
+def chunks_of(
+    audio: np.ndarray,
+    sizes: list[int],
+    rate: int,
+    stream_id: str = "s",
+    seq0: int = 0,
+    ts0: float = 1_000_000.0,
+    fmt: str = "f32le",
+) -> list[Chunk]:
     """Cut ``audio`` into consecutive chunks of ``sizes`` (cycled), with consistent seq and ts."""
     chunks, start, k = [], 0, 0
     while start < len(audio):
@@ -74,8 +80,11 @@ def assert_frames_match(got: np.ndarray, want: np.ndarray, exact: bool = False) 
 
 
 @settings(max_examples=40, deadline=None)
-@given(rate=st.sampled_from(RATES), seed=st.integers(0, 2**32 - 1),
-       sizes=st.lists(st.integers(1, 5000), min_size=1, max_size=12))
+@given(
+    rate=st.sampled_from(RATES),
+    seed=st.integers(0, 2**32 - 1),
+    sizes=st.lists(st.integers(1, 5000), min_size=1, max_size=12),
+)
 def test_soxr_stream_output_does_not_depend_on_chunking(rate, seed, sizes):
     mono = downmix(music_like(np.random.default_rng(seed), rate, 1, rate))
     whole = resample_whole(mono, rate, 12000, QUALITY)
@@ -101,13 +110,18 @@ chunk_size = st.one_of(st.integers(1, 8), st.integers(9, 400), st.integers(401, 
 
 
 @settings(max_examples=60, deadline=None)
-@given(rate=st.sampled_from(RATES + (12000,)), channels=st.integers(1, 2), seed=st.integers(0, 2**32 - 1),
-       seconds=st.floats(0.02, 2.5), sizes=st.lists(chunk_size, min_size=1, max_size=10),
-       per_push=st.integers(1, 4))
+@given(
+    rate=st.sampled_from(RATES + (12000,)),
+    channels=st.integers(1, 2),
+    seed=st.integers(0, 2**32 - 1),
+    seconds=st.floats(0.02, 2.5),
+    sizes=st.lists(chunk_size, min_size=1, max_size=10),
+    per_push=st.integers(1, 4),
+)
 def test_frames_equal_offline_for_any_chunking(rate, channels, seed, seconds, sizes, per_push):
     audio = music_like(np.random.default_rng(seed), int(seconds * rate), channels, rate)
     if min(sizes) < 8:  # keep examples with tiny chunks short enough to run quickly
-        audio = audio[: 4000]
+        audio = audio[:4000]
     bank = FrontendBank()
     got = collect(bank, chunks_of(audio, sizes, rate), per_push)
     want = reference(resample_whole(downmix(audio), rate, 12000, QUALITY))
@@ -169,7 +183,9 @@ RATE = 12000
 CHUNK = 1200  # 100 ms: capture times stay whole milliseconds, so time-measured gaps are exact
 
 
-def pieces(n_chunks: int, rate: int = RATE, chunk: int = CHUNK, seed: int = 0, channels: int = 1) -> list[np.ndarray]:
+def pieces(
+    n_chunks: int, rate: int = RATE, chunk: int = CHUNK, seed: int = 0, channels: int = 1
+) -> list[np.ndarray]:
     audio = music_like(np.random.default_rng(seed), n_chunks * chunk, channels, rate)
     return [audio[k * chunk : (k + 1) * chunk] for k in range(n_chunks)]
 
@@ -226,7 +242,13 @@ def test_short_seq_gap_is_filled_with_silence_and_the_late_chunk_dropped():
     got = collect(bank, [c[0], c[1], c[3], c[2], c[4]])
     want = reference(mono12k(parts[0], parts[1], np.zeros_like(parts[2]), parts[3], parts[4]))
     assert_frames_match(got, want, exact=True)
-    assert nonzero(bank.counters) == {"stream_start": 1, "in_order": 2, "seq_gap": 1, "gap_filled": 1, "late": 1}
+    assert nonzero(bank.counters) == {
+        "stream_start": 1,
+        "in_order": 2,
+        "seq_gap": 1,
+        "gap_filled": 1,
+        "late": 1,
+    }
 
 
 def test_seq_gap_without_capture_times_is_measured_in_chunks():
@@ -287,7 +309,12 @@ def test_capture_time_jump_without_seq_gap(jump_ms, expect):
 def test_capture_time_going_back_keeps_the_audio_contiguous():
     parts = pieces(4)
     c = in_order(parts)
-    stepped = [c[0], c[1], dataclasses.replace(c[2], ts_ms=c[2].ts_ms - 10_000), chunk(3, c[3].ts_ms - 10_000, parts[3])]
+    stepped = [
+        c[0],
+        c[1],
+        dataclasses.replace(c[2], ts_ms=c[2].ts_ms - 10_000),
+        chunk(3, c[3].ts_ms - 10_000, parts[3]),
+    ]
     bank = FrontendBank()
     got = collect(bank, stepped)
     assert_frames_match(got, reference(mono12k(*parts)), exact=True)
@@ -301,7 +328,9 @@ def test_restarted_producer_numbering_is_a_restart_not_late_chunks():
     bank = FrontendBank()
     got = collect(bank, c[:3] + restarted)
     silence = np.zeros((RATE, 1), np.float32)  # the 1 s the producer was away
-    assert_frames_match(got, reference(mono12k(parts[0], parts[1], parts[2], silence, parts[3], parts[4])), exact=True)
+    assert_frames_match(
+        got, reference(mono12k(parts[0], parts[1], parts[2], silence, parts[3], parts[4])), exact=True
+    )
     assert nonzero(bank.counters) == {"stream_start": 1, "in_order": 3, "seq_restart": 1, "gap_filled": 1}
 
 
@@ -331,7 +360,12 @@ def test_channel_and_format_changes_are_counted_and_frames_continuous():
     bank = FrontendBank()
     got = collect(bank, c)
     assert_frames_match(got, reference(resample_whole(mono12k(*parts), rate, 12000, QUALITY)))
-    assert nonzero(bank.counters) == {"stream_start": 1, "in_order": 2, "channels_change": 2, "format_change": 2}
+    assert nonzero(bank.counters) == {
+        "stream_start": 1,
+        "in_order": 2,
+        "channels_change": 2,
+        "format_change": 2,
+    }
 
 
 def test_invalid_chunks_are_counted_and_skipped():
@@ -353,7 +387,13 @@ def test_invalid_chunks_are_counted_and_skipped():
     got = collect(bank, [c[0], c[1], *bad, c[3]])
     want = reference(mono12k(parts[0], parts[1], np.zeros_like(parts[2]), parts[3]))
     assert_frames_match(got, want, exact=True)
-    assert nonzero(bank.counters) == {"stream_start": 1, "in_order": 1, "invalid": 7, "seq_gap": 1, "gap_filled": 1}
+    assert nonzero(bank.counters) == {
+        "stream_start": 1,
+        "in_order": 1,
+        "invalid": 7,
+        "seq_gap": 1,
+        "gap_filled": 1,
+    }
 
 
 def test_empty_chunk_is_counted_and_takes_its_sequence_number():
@@ -439,10 +479,40 @@ def test_take_new_frames_ready_and_a_consumer_that_falls_behind():
     np.testing.assert_array_equal(taken, want[:, 69:116])
 
 
+def test_take_hop_gives_aligned_hops_for_an_incremental_model():
+    audio = music_like(np.random.default_rng(11), 6 * RATE, 1, RATE)
+    want = reference(audio[:, 0])
+    chunks = chunks_of(audio, [RATE // 2], RATE)
+    bank = FrontendBank()
+    hops = []
+    for begin in range(0, len(chunks), 3):
+        bank.push(chunks[begin : begin + 3])
+        while bank.ready(48):
+            hops.append(bank.take_hop(["s"], 48)[0])
+    assert len(hops) == want.shape[1] // 48
+    np.testing.assert_array_equal(np.concatenate(hops, axis=1), want[:, : 48 * len(hops)])
+    with pytest.raises(ValueError, match="fewer than 48"):
+        bank.take_hop(["s"], 48)
+
+
+def test_take_hop_of_a_consumer_that_fell_behind_skips_whole_hops():
+    audio = music_like(np.random.default_rng(12), 200 * 256 + 256, 1, RATE)
+    want = reference(audio[:, 0])
+    bank = small_bank()
+    bank.push(chunks_of(audio, [5000], RATE))
+    assert bank.frame_count("s") == 200
+    hop = bank.take_hop(["s"], 16)[0]  # frames 0..143 left the 64-frame ring: 9 hops skipped
+    np.testing.assert_array_equal(hop, want[:, 144:160])
+    assert bank.counters["frames_skipped"] == 144
+    np.testing.assert_array_equal(bank.take_hop(["s"], 16)[0], want[:, 160:176])
+
+
 def test_last_frames_of_many_streams():
     audio = music_like(np.random.default_rng(9), RATE, 1, RATE)
     bank = small_bank()
-    bank.push(chunks_of(audio, [4000], RATE, stream_id="a") + chunks_of(audio[:6000], [999], RATE, stream_id="b"))
+    bank.push(
+        chunks_of(audio, [4000], RATE, stream_id="a") + chunks_of(audio[:6000], [999], RATE, stream_id="b")
+    )
     out = bank.last_frames(["a", "b"], 30)
     np.testing.assert_array_equal(out[0], reference(audio[:, 0])[:, -30:])
     want_b = reference(audio[:6000, 0])
@@ -484,8 +554,8 @@ def test_memory_per_stream_does_not_grow_with_stream_length(rate, channels):
             "state": state.nbytes,
             "ring": state.ring.data.nbytes,
             "tail": state.tail.nbytes,
-            "bank_buffers": bank._signal.nbytes + sum(t.nbytes for t in vars(bank._framer).values()
-                                                      if isinstance(t, torch.Tensor)),
+            "bank_buffers": bank._signal.nbytes
+            + sum(t.nbytes for t in vars(bank._framer).values() if isinstance(t, torch.Tensor)),
             "resampler_delay": 0 if state.resampler is None else state.resampler.delay() < 4 * rate,
         }
 

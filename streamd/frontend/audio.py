@@ -57,7 +57,9 @@ def flush(resampler: soxr.ResampleStream | None) -> np.ndarray:
     return resampler.resample_chunk(_EMPTY, last=True)
 
 
-def resample_whole(mono: np.ndarray, in_rate: int, out_rate: int, quality: str, last: bool = False) -> np.ndarray:
+def resample_whole(
+    mono: np.ndarray, in_rate: int, out_rate: int, quality: str, last: bool = False
+) -> np.ndarray:
     """A whole mono signal through a fresh streaming resampler in one piece: the reference output.
 
     Without ``last`` the resampler keeps back its delay, exactly as a live stream does, so the

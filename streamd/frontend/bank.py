@@ -42,8 +42,8 @@ COUNTER_NAMES = (
     "format_change",
     "empty",
     "invalid",
+    "frames_skipped",
 )
-_GAP_EVENTS = frozenset((continuity.SEQ_GAP, continuity.TS_JUMP, continuity.SEQ_RESTART))
 _DROP_EVENTS = frozenset((continuity.DUPLICATE, continuity.LATE))
 _INTEGER_FORMATS = frozenset(("s16le",))  # formats whose decoded samples cannot be NaN or inf
 
@@ -52,8 +52,20 @@ class StreamState:
     """Everything the front end keeps for one stream; its size does not grow with stream length."""
 
     __slots__ = (
-        "stream_id", "order", "sample_rate", "channels", "fmt", "resampler", "tail", "tail_len",
-        "pending", "in_batch", "ring", "taken", "generation", "start_ts_ms",
+        "stream_id",
+        "order",
+        "sample_rate",
+        "channels",
+        "fmt",
+        "resampler",
+        "tail",
+        "tail_len",
+        "pending",
+        "in_batch",
+        "ring",
+        "taken",
+        "generation",
+        "start_ts_ms",
     )
 
     def __init__(self, stream_id: str, chunk: Chunk, ring: MelRing, n_fft: int, jitter_ms: float):
@@ -84,9 +96,14 @@ class FrontendBank:
     Frames are counted per stream from its (re)start: frame ``k`` covers 12 kHz samples
     ``[k*hop, k*hop + n_fft)`` after ``start_ts_ms``. The ring keeps the newest
     ``window_frames``; older frames are gone.
+
+    ``block_frames`` frames are computed per batched step (cache-sized); ``threads`` is the torch
+    thread count for that step (see :class:`~streamd.frontend.framer.LogmelFramer`).
     """
 
-    def __init__(self, config: FrontendConfig | None = None, block_frames: int = 1024):
+    def __init__(
+        self, config: FrontendConfig | None = None, block_frames: int = 1024, threads: int | None = 1
+    ):
         config = config or FrontendConfig()
         self.config = config
         self.params = MelParams(
@@ -100,9 +117,11 @@ class FrontendBank:
         self.pad_frames = config.pad_frames
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
         self._streams: dict[str, StreamState] = {}
-        self._framer = LogmelFramer(self.params, block_frames)
+        self._framer = LogmelFramer(self.params, block_frames, threads)
         self._block_frames = block_frames
-        self._signal = np.zeros(block_frames * self.params.hop_length * 2, dtype=np.float32)
+        # scratch for one group's audio laid end to end; a larger group (a very long chunk) gets
+        # a temporary array so that the bank's own memory stays fixed
+        self._signal = np.zeros(2 * block_frames * self.params.hop_length, dtype=np.float32)
         self._jitter_ms = config.max_ts_jitter_s * 1000.0
 
     # --- feeding --------------------------------------------------------------------------------
@@ -127,11 +146,17 @@ class FrontendBank:
             else:
                 event, gap_s = state.order.classify(chunk.seq, chunk.ts_ms)
                 counters[event] += 1
-                if event in _DROP_EVENTS:
-                    continue
-                if event in _GAP_EVENTS and gap_s > 0.0:
-                    self._bridge_gap(state, gap_s, chunk)
-                self._follow_format(state, chunk)
+                if event is not continuity.IN_ORDER:
+                    if event in _DROP_EVENTS:
+                        continue
+                    if gap_s > 0.0:
+                        self._bridge_gap(state, gap_s, chunk)
+                if (
+                    chunk.sample_rate != state.sample_rate
+                    or chunk.channels != state.channels
+                    or chunk.fmt != state.fmt
+                ):
+                    self._follow_format(state, chunk)
             n = mono.shape[0]
             if n == 0:
                 counters["empty"] += 1
@@ -149,7 +174,9 @@ class FrontendBank:
         self.counters["stream_start"] += 1
         ring = MelRing(self.params.n_mels, self.window_frames)
         state = StreamState(chunk.stream_id, chunk, ring, self.params.n_fft, self._jitter_ms)
-        state.resampler = make_resampler(chunk.sample_rate, self.params.sample_rate, self.config.resample_quality)
+        state.resampler = make_resampler(
+            chunk.sample_rate, self.params.sample_rate, self.config.resample_quality
+        )
         self._streams[chunk.stream_id] = state
         return state
 
@@ -173,7 +200,9 @@ class FrontendBank:
             if tail.shape[0]:
                 state.pending.append(tail)
             state.sample_rate = chunk.sample_rate
-            state.resampler = make_resampler(chunk.sample_rate, self.params.sample_rate, self.config.resample_quality)
+            state.resampler = make_resampler(
+                chunk.sample_rate, self.params.sample_rate, self.config.resample_quality
+            )
         if chunk.channels != state.channels:
             self.counters["channels_change"] += 1
             state.channels = chunk.channels
@@ -223,16 +252,19 @@ class FrontendBank:
             total_frames += group_frames
         return total_frames
 
-    def _frame_group(self, group: list[StreamState], lengths: list[int], counts: list[int], n_frames: int) -> None:
+    def _frame_group(
+        self, group: list[StreamState], lengths: list[int], counts: list[int], n_frames: int
+    ) -> None:
         hop = self.params.hop_length
         pieces = []
         for state in group:
             pieces.append(state.tail[: state.tail_len])
             pieces.extend(state.pending)
         n_samples = sum(lengths)
-        if self._signal.shape[0] < n_samples:
-            self._signal = np.zeros(max(n_samples, 2 * self._signal.shape[0]), dtype=np.float32)
-        signal = self._signal[:n_samples]
+        if n_samples <= self._signal.shape[0]:
+            signal = self._signal[:n_samples]
+        else:
+            signal = np.empty(n_samples, dtype=np.float32)
         np.concatenate(pieces, out=signal)
         counts_arr = np.asarray(counts, dtype=np.int64)
         offsets = np.cumsum(lengths, dtype=np.int64) - np.asarray(lengths, dtype=np.int64)
@@ -294,16 +326,42 @@ class FrontendBank:
     def take_new_frames(self, stream_ids: Sequence[str]) -> list[np.ndarray]:
         """Per stream, the (n_mels, n) frames produced since the last take, and mark them taken.
 
-        At most ``window_frames`` come back; a consumer that fell further behind loses the
-        older ones (compare ``new_frame_count`` with what came back to notice).
+        At most ``window_frames`` come back; frames a consumer let fall out of the ring are
+        counted in ``counters["frames_skipped"]``.
         """
         taken = []
         for sid in stream_ids:
             state = self._streams[sid]
-            n = min(state.ring.count - state.taken, self.window_frames)
+            count = state.ring.count
+            n = min(count - state.taken, self.window_frames)
+            self.counters["frames_skipped"] += count - state.taken - n
             taken.append(state.ring.read_last(n, np.empty((self.params.n_mels, n), dtype=np.float32)))
-            state.taken = state.ring.count
+            state.taken = count
         return taken
+
+    def take_hop(self, stream_ids: Sequence[str], n: int, out: np.ndarray | None = None) -> np.ndarray:
+        """(B, n_mels, n): each stream's oldest ``n`` frames not taken yet; mark them taken.
+
+        This is what an incremental model consumes: hops stay aligned to the stream's frame
+        numbers (the k-th hop is frames ``k*n .. k*n + n - 1`` since the (re)start). A consumer
+        that fell more than the ring behind skips whole hops (counted in
+        ``counters["frames_skipped"]``). Every stream needs ``n`` untaken frames (``ready(n)``),
+        else ValueError.
+        """
+        if out is None:
+            out = np.empty((len(stream_ids), self.params.n_mels, n), dtype=np.float32)
+        for row, sid in enumerate(stream_ids):
+            state = self._streams[sid]
+            lag = state.ring.count - state.taken
+            if lag < n:
+                raise ValueError(f"stream {sid!r} has {lag} untaken frames, fewer than {n}")
+            if lag > self.window_frames:
+                skipped = -(-(lag - self.window_frames) // n) * n
+                self.counters["frames_skipped"] += skipped
+                state.taken += skipped
+            state.ring.read(state.taken, n, out[row])
+            state.taken += n
+        return out
 
     def last_frames(self, stream_ids: Sequence[str], n: int, out: np.ndarray | None = None) -> np.ndarray:
         """(B, n_mels, n): the newest ``n`` frames of each stream, oldest first.
@@ -339,10 +397,14 @@ class FrontendBank:
             out[:, :, :before] = pad_value
             out[:, :, before + self.window_frames :] = pad_value
         for row, sid in enumerate(stream_ids):
-            self._streams[sid].ring.read_last(self.window_frames, out[row, :, before : before + self.window_frames])
+            self._streams[sid].ring.read_last(
+                self.window_frames, out[row, :, before : before + self.window_frames]
+            )
         return out
 
-    def window(self, stream_id: str, pad_frames: int | None = None, pad_value: float = LOG_SILENCE) -> np.ndarray:
+    def window(
+        self, stream_id: str, pad_frames: int | None = None, pad_value: float = LOG_SILENCE
+    ) -> np.ndarray:
         """(n_mels, window_frames + pad_frames): one stream's newest window; see ``windows``."""
         return self.windows([stream_id], pad_frames, pad_value)[0]
 

@@ -67,6 +67,7 @@ class Fingerprinter:
         self.metadata = metadata or {}
         self.max_batch = max_batch
         self.device = next(net.parameters()).device
+        self.dtype = next(net.parameters()).dtype
 
     @property
     def bits(self) -> int:
@@ -88,8 +89,8 @@ class Fingerprinter:
 
     @torch.inference_mode()
     def relaxed_for_logmel(self, windows: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(B, n_mels, T) log-mel windows → relaxed codes (B, bits), float32 on the CPU."""
-        windows = torch.as_tensor(windows, dtype=torch.float32)
+        """(B, n_mels, T) log-mel windows → relaxed codes (B, bits) on the CPU (the net's dtype)."""
+        windows = torch.as_tensor(windows, dtype=self.dtype)
         if windows.ndim != 3 or windows.shape[1] != self.arch.n_mels:
             raise ValueError(f"windows must be (B, {self.arch.n_mels}, T), got {tuple(windows.shape)}")
         out = [self.net(chunk.to(self.device)).cpu() for chunk in windows.split(self.max_batch)]
@@ -110,7 +111,7 @@ class Fingerprinter:
         the head runs per window; the result equals the full-window forward of every window.
         """
         arch, net = self.arch, self.net
-        logmel = torch.as_tensor(logmel, dtype=torch.float32)
+        logmel = torch.as_tensor(logmel, dtype=self.dtype)
         n_windows = logmel.shape[-1] // arch.hop_frames
         if n_windows == 0:
             return torch.zeros((0, self.bits)), np.zeros(0, np.float64)

@@ -138,6 +138,8 @@ class HashNet(nn.Module):
         self.projections = nn.ModuleList(
             nn.Linear(arch.channels(level) * arch.common_freq, arch.feature_dim) for level in arch.levels
         )
+        for i, level in enumerate(arch.levels):
+            self.register_buffer(f"freq_resize{i}", frequency_resize_matrix(arch.freq_bins(level), arch.common_freq), persistent=False)
         n_levels = len(arch.levels)
         self.gate_scale = nn.Parameter(torch.full((n_levels,), 4.0))
         self.gate_bias = nn.Parameter(torch.full((n_levels,), 2.0))
@@ -163,10 +165,8 @@ class HashNet(nn.Module):
         k = arch.columns_per_hop(arch.levels[level_index])
         hops = t // k
         pooled = fmap.reshape(b, c, f, hops, k).mean(dim=-1)
-        if f != arch.common_freq:
-            pooled = F.interpolate(pooled, size=(arch.common_freq, hops), mode="bilinear", antialias=f > arch.common_freq, align_corners=False)
-        flat = pooled.permute(0, 3, 1, 2).reshape(b, hops, c * arch.common_freq)
-        return self.projections[level_index](flat)
+        resized = torch.einsum("bcft,fg->btcg", pooled, getattr(self, f"freq_resize{level_index}").to(pooled.dtype))
+        return self.projections[level_index](resized.reshape(b, hops, c * arch.common_freq))
 
     def hop_features(self, logmel: torch.Tensor) -> torch.Tensor:
         """Log-mel (B, n_mels, hops·48 + overhead) → per-hop features (B, hops, levels, D).
@@ -246,6 +246,17 @@ class HashNet(nn.Module):
             return unfolded
         index = (ends - steps + 1).clamp(min=0)
         return unfolded[torch.arange(feats.shape[0])[:, None], index]
+
+
+def frequency_resize_matrix(bins: int, size: int) -> torch.Tensor:
+    """(bins, size) matrix of PyTorch's bilinear resize along frequency (anti-aliased when shrinking).
+
+    Built by resizing unit vectors, and applied as a matrix so that the time axis never goes
+    through ``F.interpolate`` (whose anti-aliased mode treats a 1-column input differently).
+    """
+    basis = torch.eye(bins, dtype=torch.float64).reshape(1, bins, bins, 1).expand(1, bins, bins, 2)
+    resized = F.interpolate(basis, size=(size, 2), mode="bilinear", antialias=bins > size, align_corners=False)
+    return resized[0, :, :, 0].float()
 
 
 def silence_frames(n_mels: int, frames: int, *, like: torch.Tensor | None = None) -> torch.Tensor:

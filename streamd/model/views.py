@@ -32,8 +32,8 @@ from streamd.model.network import ArchConfig
 
 @dataclass(frozen=True)
 class ViewConfig:
-    items: int = 12
-    windows: int = 6
+    items: int = 8
+    windows: int = 16
     partial_prob: float = 0.7
     track_start_prob: float = 0.5
     min_fill_s: float = 3.0

@@ -94,104 +94,122 @@ def _bucket_sort(keys, n_buckets):
     return offsets.astype(np.int32), rows
 
 
-@nb.njit(inline="always")
-def _distance(planes, j, query):
-    d = 0
-    for w in range(planes.shape[0]):
-        d += popcount64(np.uint64(planes[w, j]) ^ np.uint64(query[w]))
-    return np.int64(d)
+QUERY_BITS = 16  # queries per group < 2**16
+TABLE_BITS = 6  # substrings < 2**6
+RADIX_BITS = 11
 
 
-CANDIDATE_CHUNK = 4096
-
-
-@nb.njit(inline="always")
-def _rank_candidates(planes, live, check_live, query, cand, n_cand, dist, best_d, best_r, worst):
-    """Exact distances of gathered candidate rows, then insertion of those that beat the k-th best."""
-    for c in range(n_cand):  # independent loads: the CPU overlaps the cache misses
-        dist[c] = _distance(planes, cand[c], query)
-    k = best_d.shape[0]
-    for c in range(n_cand):
-        d = dist[c]
-        j = cand[c]
-        if d >= worst or (check_live and live[j] < 0):
-            continue
-        seen = False
-        for p in range(k):
-            if best_r[p] == j:
-                seen = True
-                break
-        if seen:
-            continue
-        p = k - 1
-        while p > 0 and best_d[p - 1] > d:
-            best_d[p] = best_d[p - 1]
-            best_r[p] = best_r[p - 1]
-            p -= 1
-        best_d[p] = d
-        best_r[p] = j
-        worst = best_d[k - 1]
-    return worst
+@nb.njit(cache=True)
+def _radix_sort(keys, shift, n_bits):
+    """Stable LSD radix sort of uint64 ``keys`` by their bits ``[shift, shift + n_bits)``."""
+    n = keys.shape[0]
+    src = keys
+    dst = np.empty_like(keys)
+    radix = 1 << RADIX_BITS
+    for pass_shift in range(shift, shift + n_bits, RADIX_BITS):
+        counts = np.zeros(radix + 1, np.int64)
+        for i in range(n):
+            counts[((src[i] >> np.uint64(pass_shift)) & np.uint64(radix - 1)) + 1] += 1
+        for d in range(radix):
+            counts[d + 1] += counts[d]
+        for i in range(n):
+            digit = (src[i] >> np.uint64(pass_shift)) & np.uint64(radix - 1)
+            dst[counts[digit]] = src[i]
+            counts[digit] += 1
+        src, dst = dst, src
+    return src
 
 
 @nb.njit(parallel=True, boundscheck=False, cache=True)
-def _mih_search(planes, live, check_live, queries, k, radius, max_level,
-                sub_plane, sub_shift, sub_width, table_base, offsets, rows, masks, mask_starts):
-    """Per query and level: gather all bucket ranges, then all candidate rows, then rank them.
+def _mih_search(live, check_live, queries, k, radius, max_level, n_groups, sub_plane, sub_shift, sub_width,
+                table_base, bucket_bits, offsets, rows, codes, masks, mask_starts):
+    """Level-synchronous MIH over groups of queries (one group per task).
 
-    Doing each step as a separate loop of independent loads (instead of walking bucket by bucket)
-    lets the CPU keep many cache misses in flight, which is what MIH's cost is made of.
+    For each level s, every active query of the group emits its probes (bucket, table, query) as
+    one uint64; the probes are radix-sorted by bucket, so the bucket tables and the codes stored
+    in bucket order (``codes``: each table's copy of the database, sorted like its buckets) are
+    read in increasing address order instead of at random, which is what makes MIH cheap here.
+    A query stops once its k-th best distance is within the distance the levels done so far
+    guarantee (``m · (s + 1) - 1``).
     """
     m = sub_plane.shape[0]
+    n_words = queries.shape[0]
     n_queries = queries.shape[1]
-    max_probes = 0
-    for level in range(max_level + 1):
-        probes = 0
-        for i in range(m):
-            probes += mask_starts[i, level + 1] - mask_starts[i, level]
-        max_probes = max(max_probes, probes)
     out_d = np.full((n_queries, k), -1, np.int64)
     out_r = np.full((n_queries, k), -1, np.int64)
-    for qi in nb.prange(n_queries):
-        query = queries[:, qi]
-        best_d = np.full(k, radius + 1, np.int64)
-        best_r = np.full(k, -1, np.int64)
-        worst = radius + 1
-        keys = np.empty(m, np.int64)
-        for i in range(m):
-            keys[i] = np.int64((np.uint64(query[sub_plane[i]]) >> np.uint64(sub_shift[i]))
-                               & np.uint64((1 << sub_width[i]) - 1))
-        lo = np.empty(max_probes, np.int64)
-        hi = np.empty(max_probes, np.int64)
-        table = np.empty(max_probes, np.int64)
-        cand = np.empty(CANDIDATE_CHUNK, np.int64)
-        dist = np.empty(CANDIDATE_CHUNK, np.int64)
-        for level in range(max_level + 1):
-            n_probes = 0
+    group_size = (n_queries + n_groups - 1) // n_groups
+    for g in nb.prange(n_groups):
+        q0 = g * group_size
+        nq = min(n_queries, q0 + group_size) - q0
+        if nq <= 0:
+            continue
+        best_d = np.full((nq, k), radius + 1, np.int64)
+        best_r = np.full((nq, k), -1, np.int64)
+        worst = np.full(nq, radius + 1, np.int64)
+        keys = np.empty((nq, m), np.int64)
+        for q in range(nq):
             for i in range(m):
-                base = table_base[i]
-                for mi in range(mask_starts[i, level], mask_starts[i, level + 1]):
-                    bucket = base + (keys[i] ^ masks[mi])
-                    lo[n_probes] = offsets[bucket]
-                    hi[n_probes] = offsets[bucket + 1]
-                    table[n_probes] = i
-                    n_probes += 1
-            n_cand = 0
-            for p in range(n_probes):
-                for pos in range(lo[p], hi[p]):
-                    cand[n_cand] = rows[table[p], pos]
-                    n_cand += 1
-                    if n_cand == CANDIDATE_CHUNK:
-                        worst = _rank_candidates(planes, live, check_live, query, cand, n_cand, dist,
-                                                 best_d, best_r, worst)
-                        n_cand = 0
-            worst = _rank_candidates(planes, live, check_live, query, cand, n_cand, dist, best_d, best_r, worst)
-            if worst <= m * (level + 1) - 1:  # every code closer than the k-th best is already found
+                keys[q, i] = np.int64((np.uint64(queries[sub_plane[i], q0 + q]) >> np.uint64(sub_shift[i]))
+                                      & np.uint64((1 << sub_width[i]) - 1))
+        active = np.arange(nq)
+        for level in range(max_level + 1):
+            per_query = 0
+            for i in range(m):
+                per_query += mask_starts[i, level + 1] - mask_starts[i, level]
+            probes = np.empty(active.shape[0] * per_query, np.uint64)
+            p = 0
+            for q in active:
+                for i in range(m):
+                    base = table_base[i]
+                    for mi in range(mask_starts[i, level], mask_starts[i, level + 1]):
+                        bucket = base + (keys[q, i] ^ masks[mi])
+                        probes[p] = ((np.uint64(bucket) << np.uint64(QUERY_BITS + TABLE_BITS))
+                                     | np.uint64(i << QUERY_BITS) | np.uint64(q))
+                        p += 1
+            probes = _radix_sort(probes, QUERY_BITS + TABLE_BITS, bucket_bits)
+            for p in range(probes.shape[0]):
+                probe = probes[p]
+                bucket = np.int64(probe >> np.uint64(QUERY_BITS + TABLE_BITS))
+                i = np.int64((probe >> np.uint64(QUERY_BITS)) & np.uint64((1 << TABLE_BITS) - 1))
+                q = np.int64(probe & np.uint64((1 << QUERY_BITS) - 1))
+                for pos in range(offsets[bucket], offsets[bucket + 1]):
+                    d = 0
+                    for w in range(n_words):
+                        d += popcount64(np.uint64(codes[i, w, pos]) ^ np.uint64(queries[w, q0 + q]))
+                    if d >= worst[q]:
+                        continue
+                    j = rows[i, pos]
+                    if check_live and live[j] < 0:
+                        continue
+                    seen = False
+                    for t in range(k):
+                        if best_r[q, t] == j:
+                            seen = True
+                            break
+                    if seen:
+                        continue
+                    t = k - 1
+                    while t > 0 and best_d[q, t - 1] > d:
+                        best_d[q, t] = best_d[q, t - 1]
+                        best_r[q, t] = best_r[q, t - 1]
+                        t -= 1
+                    best_d[q, t] = d
+                    best_r[q, t] = j
+                    worst[q] = best_d[q, k - 1]
+            certain = m * (level + 1) - 1  # every code this close has been seen
+            still = 0
+            for q in active:
+                if worst[q] > certain:
+                    active[still] = q
+                    still += 1
+            active = active[:still]
+            if still == 0:
                 break
-        for p in range(k):
-            if best_r[p] >= 0:
-                out_d[qi, p] = best_d[p]
-                out_r[qi, p] = best_r[p]
+        for q in range(nq):
+            for t in range(k):
+                if best_r[q, t] >= 0:
+                    out_d[q0 + q, t] = best_d[q, t]
+                    out_r[q0 + q, t] = best_r[q, t]
     return out_d, out_r
 
 

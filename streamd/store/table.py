@@ -24,7 +24,8 @@ from streamd.store.codes import check_packed, from_planes, n_planes, to_planes, 
 from streamd.store.mih import MultiIndex
 from streamd.store.search import TorchExactSearch, exact_topk, merge_topk
 
-MIN_UNINDEXED_ROWS = 65_536
+MIN_UNINDEXED_ROWS = 65_536  # rows appended since the base index was built, before rebuilding it
+MIN_DEAD_ROWS = 1024  # deleted rows kept before compacting (and at least a quarter of all rows)
 
 
 class Hits(NamedTuple):
@@ -146,7 +147,7 @@ class CodeTable:
 
     def _needs_rebuild(self, base_rows: int) -> bool:
         dead = int((self.live < 0).sum())
-        if dead > max(1024, self.n_rows // 4):
+        if dead > max(MIN_DEAD_ROWS, self.n_rows // 4):
             return True
         wants_base = self.settings.device == "cuda" or self.settings.mode == "mih"
         unindexed = self.n_rows - base_rows

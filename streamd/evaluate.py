@@ -1,0 +1,246 @@
+"""`streamd eval`: how well a hash model identifies tracks it never saw in training.
+
+Catalog: the test-split tracks (never used in training), indexed like a real catalog with
+``Fingerprinter.codes_for_audio`` (one code per 1.024 s hop, clean audio).
+
+Positive queries: a random excerpt of a test track, starting at the track start (a track change,
+probability ``track_start_prob``) or anywhere, preceded by ``context`` seconds of other audio as
+the daemon would hear it (non-catalog music from the validation split, or DJ talk), crossfaded
+or cut. The daemon's hop grid is not aligned with the excerpt. The 3/5/10/29 s queries are the
+first 3/5/10/29 s of the same excerpt: the codes of the hops whose window ends inside them.
+Degraded queries run the whole query through ``degrade.random_chain(strength)`` (noise,
+background music, speech, MP3/AAC, EQ, reverb, speed, gain, compression).
+
+Matching: Hamming top-k per hop + temporal-consistency voting (:mod:`streamd.model.matching`).
+``top1`` = the best-voted track is the right one (no threshold). ``hit@thr`` = right track AND
+score above the threshold that keeps false accepts at ``far_target`` on non-catalog music.
+
+False accepts: validation tracks (not in the catalog) are streamed through the model clean and
+degraded; every hop gives one decision over the newest D seconds. The threshold per duration is
+calibrated on half of the validation tracks and the false-accept rate is reported on the other
+half (decisions from one track are correlated, so treat it as an estimate).
+
+mAP (as in the paper's retrieval tables): each query's newest code ranks all catalog codes by
+Hamming distance; relevant = codes of the right track within ±1.5 s of the true offset.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from streamd import degrade
+from streamd.dataset import SAMPLE_RATE, Split, Track, load_audio, load_split
+from streamd.melspec import offline_logmel
+from streamd.model.api import Fingerprinter
+from streamd.model.hashing import pack_bits
+from streamd.model.matching import hamming_topk, vote
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    queries: int = 100  # excerpts per condition (each gives all durations)
+    durations: tuple[float, ...] = (3.0, 5.0, 10.0, 29.0)
+    context_s: tuple[float, float] = (15.0, 29.0)
+    track_start_prob: float = 0.25
+    strength: float = 0.6
+    top_k: int = 10
+    max_distance_fraction: float = 0.375
+    far_target: float = 0.001
+    seed: int = 20261128
+    offset_tolerance_s: float = 1.5
+
+
+@dataclass
+class Catalog:
+    codes: np.ndarray
+    tracks: np.ndarray
+    offsets_s: np.ndarray
+    names: list[str]
+
+
+def build_catalog(fp: Fingerprinter, tracks: tuple[Track, ...]) -> Catalog:
+    codes, labels, offsets = [], [], []
+    for i, track in enumerate(tracks):
+        c, o = fp.codes_for_audio(load_audio(track))
+        codes.append(c)
+        labels.append(np.full(len(c), i))
+        offsets.append(o)
+    return Catalog(np.concatenate(codes), np.concatenate(labels), np.concatenate(offsets), [t.track_id for t in tracks])
+
+
+@dataclass
+class Query:
+    track: int
+    start_s: float  # track position where the excerpt starts
+    speed: float
+    codes: np.ndarray  # codes of the hops whose window ends after the excerpt start
+    times_s: np.ndarray  # query time of those window ends (seconds since the excerpt start)
+    chain: str
+
+
+def track_codes(fp: Fingerprinter, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    relaxed, ends = fp.relaxed_for_track_logmel(offline_logmel(torch.from_numpy(np.ascontiguousarray(audio, np.float32)), fp.mel))
+    return pack_bits(relaxed), ends
+
+
+def make_query(fp: Fingerprinter, rng: np.random.Generator, catalog_audio: list[np.ndarray], index: int,
+               context_audio: list[np.ndarray], cfg: EvalConfig, degraded: bool) -> Query:
+    audio = catalog_audio[index]
+    excerpt_s = max(cfg.durations) + 1.5
+    longest = len(audio) / SAMPLE_RATE - excerpt_s
+    start_s = 0.0 if rng.random() < cfg.track_start_prob or longest <= 0 else float(rng.uniform(0, longest))
+    excerpt = audio[int(start_s * SAMPLE_RATE) : int((start_s + excerpt_s) * SAMPLE_RATE)]
+    context_n = int(rng.uniform(*cfg.context_s) * SAMPLE_RATE)
+    if rng.random() < 0.8:
+        source = context_audio[int(rng.integers(len(context_audio)))]
+        at = int(rng.integers(0, max(1, len(source) - context_n)))
+        context = source[at : at + context_n]
+        context = np.pad(context, (0, context_n - len(context)))
+    else:
+        context = degrade.talk(context_n / SAMPLE_RATE, SAMPLE_RATE, rng)
+    overlap = int(rng.uniform(0.0, 2.0) * SAMPLE_RATE) if rng.random() < 0.5 else 0
+    query = degrade.crossfade(context, excerpt, overlap)
+    excerpt_at = (context_n - overlap) / SAMPLE_RATE
+    speed, chain_text = 1.0, "clean"
+    if degraded:
+        chain = degrade.random_chain(rng, cfg.strength)
+        backgrounds = [context_audio[int(rng.integers(len(context_audio)))]]
+        query = degrade.apply(query, SAMPLE_RATE, chain, backgrounds=backgrounds)
+        speed, chain_text = chain.speed_factor, chain.describe()
+        excerpt_at /= speed
+    codes, ends = track_codes(fp, query)
+    inside = ends > excerpt_at
+    return Query(index, start_s, speed, codes[inside], ends[inside] - excerpt_at, chain_text)
+
+
+def average_precision(distances: np.ndarray, relevant: np.ndarray, rng: np.random.Generator) -> float:
+    if not relevant.any():
+        return 0.0
+    order = np.lexsort((rng.random(len(distances)), distances))
+    hits = relevant[order]
+    ranks = np.flatnonzero(hits) + 1
+    return float(np.mean(np.arange(1, len(ranks) + 1) / ranks))
+
+
+def _decide(catalog: Catalog, codes: np.ndarray, times: np.ndarray, hop_s: float, cfg: EvalConfig, bits: int,
+            hits: tuple[np.ndarray, np.ndarray] | None = None):
+    index, distance = hits if hits is not None else hamming_topk(catalog.codes, codes, cfg.top_k)
+    return vote(times, catalog.tracks[index], catalog.offsets_s[index], distance, hop_s, cfg.max_distance_fraction * bits)
+
+
+def negative_scores(fp: Fingerprinter, catalog: Catalog, tracks: tuple[Track, ...], cfg: EvalConfig, degraded: bool,
+                    rng: np.random.Generator) -> dict[float, np.ndarray]:
+    """Best vote score of every sliding D-second decision over non-catalog tracks."""
+    scores: dict[float, list[float]] = {d: [] for d in cfg.durations}
+    for track in tracks:
+        audio = load_audio(track)
+        if degraded:
+            audio = degrade.apply(audio, SAMPLE_RATE, degrade.random_chain(rng, cfg.strength).without("speed"))
+        codes, ends = track_codes(fp, audio)
+        index, distance = hamming_topk(catalog.codes, codes, cfg.top_k)
+        for d in cfg.durations:
+            m = max(1, int(d / fp.hop_s))
+            for j in range(m - 1, len(codes)):
+                sl = slice(j - m + 1, j + 1)
+                match = _decide(catalog, codes[sl], ends[sl], fp.hop_s, cfg, fp.bits, (index[sl], distance[sl]))
+                scores[d].append(match.score)
+    return {d: np.asarray(v) for d, v in scores.items()}
+
+
+def threshold_for(scores: np.ndarray, far_target: float) -> float:
+    """Smallest threshold (accept when score > threshold) whose false-accept rate is <= far_target."""
+    if len(scores) == 0:
+        return 0.0
+    ordered = np.sort(scores)[::-1]
+    allowed = int(np.floor(far_target * len(scores)))
+    return float(ordered[allowed]) if allowed < len(ordered) else 0.0
+
+
+def evaluate(fp: Fingerprinter, split: Split | None = None, cfg: EvalConfig = EvalConfig(), progress: bool = True) -> dict[str, Any]:
+    from rich.progress import Progress
+
+    started = time.time()
+    split = split or load_split()
+    rng = np.random.default_rng(cfg.seed)
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("indexing test tracks", total=None)
+        catalog = build_catalog(fp, split.test)
+        catalog_audio = [load_audio(t) for t in split.test]
+        context_audio = [load_audio(t) for t in split.val]
+        negatives = {}
+        half_a, half_b = split.val[0::2], split.val[1::2]
+        for degraded in (False, True):
+            bar.update(task, description=f"non-catalog decisions ({'degraded' if degraded else 'clean'})")
+            negatives[degraded] = (negative_scores(fp, catalog, half_a, cfg, degraded, rng),
+                                   negative_scores(fp, catalog, half_b, cfg, degraded, rng))
+        thresholds = {d: threshold_for(np.concatenate([negatives[c][0][d] for c in (False, True)]), cfg.far_target) for d in cfg.durations}
+        results: dict[str, Any] = {}
+        for degraded in (False, True):
+            condition = "degraded" if degraded else "clean"
+            bar.update(task, description=f"{condition} queries", total=cfg.queries, completed=0)
+            rows = {d: {"top1": [], "hit_at_threshold": [], "offset_ok": [], "ap": []} for d in cfg.durations}
+            for q in range(cfg.queries):
+                index = int(rng.integers(len(split.test)))
+                query = make_query(fp, rng, catalog_audio, index, context_audio, cfg, degraded)
+                for d in cfg.durations:
+                    use = query.times_s <= d + 1e-9
+                    if not use.any():
+                        continue
+                    codes, times = query.codes[use], query.times_s[use]
+                    match = _decide(catalog, codes, times, fp.hop_s, cfg, fp.bits)
+                    true_offset = query.start_s + times[-1] * query.speed
+                    right = match.track == index
+                    rows[d]["top1"].append(right)
+                    rows[d]["hit_at_threshold"].append(right and match.score > thresholds[d])
+                    rows[d]["offset_ok"].append(right and abs(match.offset_s - true_offset) <= cfg.offset_tolerance_s)
+                    distances = np.bitwise_count(catalog.codes ^ codes[-1]).sum(-1)
+                    relevant = (catalog.tracks == index) & (np.abs(catalog.offsets_s - true_offset) <= cfg.offset_tolerance_s)
+                    rows[d]["ap"].append(average_precision(distances, relevant, rng))
+                bar.update(task, advance=1)
+            for d in cfg.durations:
+                fa = negatives[degraded][1][d]
+                results[f"{condition}/{d:g}s"] = {
+                    "condition": condition,
+                    "duration_s": d,
+                    "queries": len(rows[d]["top1"]),
+                    "top1": float(np.mean(rows[d]["top1"])),
+                    "hit_at_threshold": float(np.mean(rows[d]["hit_at_threshold"])),
+                    "offset_ok": float(np.mean(rows[d]["offset_ok"])),
+                    "mAP": float(np.mean(rows[d]["ap"])),
+                    "threshold": thresholds[d],
+                    "false_accept_rate": float(np.mean(fa > thresholds[d])) if len(fa) else float("nan"),
+                    "non_catalog_decisions": int(len(fa)),
+                }
+    return {
+        "model": fp.version,
+        "bits": fp.bits,
+        "catalog": {"tracks": len(split.test), "codes": int(len(catalog.codes)), "hop_s": fp.hop_s},
+        "config": asdict(cfg),
+        "results": results,
+        "wall_s": round(time.time() - started, 1),
+    }
+
+
+def format_table(report: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"streamd eval — {report['model']} — catalog {report['catalog']['tracks']} test tracks, {report['catalog']['codes']} codes")
+    for column in ("condition", "query", "n", "top-1", "hit@thr", "offset ok", "mAP", "threshold", "false accepts"):
+        table.add_column(column, justify="right")
+    for row in report["results"].values():
+        table.add_row(row["condition"], f"{row['duration_s']:g} s", str(row["queries"]), f"{100 * row['top1']:.1f} %",
+                      f"{100 * row['hit_at_threshold']:.1f} %", f"{100 * row['offset_ok']:.1f} %", f"{row['mAP']:.3f}",
+                      f"{row['threshold']:.2f}", f"{100 * row['false_accept_rate']:.2f} % of {row['non_catalog_decisions']}")
+    return table
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
