@@ -22,7 +22,7 @@ DEBS := redis-server:redis-server ffmpeg:ffmpeg espeak-ng:espeak-ng sox:sox prom
 .PHONY: deploy-tools
 
 help:
-	@echo "make demo            start Kafka + Redis, ingest a sample, show chunks flowing"
+	@echo "make demo            start Kafka + Redis, index a demo catalog, run the daemon on 3 simulated stations"
 	@echo "make test            everything a fresh machine needs, then the default test suite"
 	@echo "make test-slow       the long tests (-m slow)"
 	@echo "make deps | venv | corpus | services-up | services-down | services-status | lint"
@@ -97,9 +97,9 @@ test: deps venv deploy-tools corpus services-up
 test-slow: deps venv corpus services-up
 	$(PY) -m pytest -m slow
 
-# For now: ingest a generated and a real sample and watch the chunks arrive. The daemon's demo replaces this.
-demo: deps venv services-up
-	$(PY) -m streamd.demo
+# Index a demo catalog, simulate 3 stations, ingest them in real time, run the daemon, show live recognitions.
+demo: deps venv corpus services-up
+	$(PY) -m streamd.demo $(DEMO_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check streamd tests bench

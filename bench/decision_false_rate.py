@@ -3,10 +3,11 @@
 Feeds the decision logic (streamd.decision) with synthetic store answers (streamd.synthetic_matches):
 days of chance matches for audio that is not in the catalog, and a few hundred synthetic plays
 (from the start and mid-track, speed 0.97-1.03, 5-20 % misses, 3-12 % bit errors). For a sweep
-of ``min_hits`` it prints false events per 24 h, recall, median detection latency and start/end
+of (``min_hits``, ``min_evidence``) it prints false events per 24 h, recall, median detection latency and start/end
 boundary errors. The numbers are in docs/decision.md.
 
-    .venv/bin/python bench/decision_false_rate.py --days 10
+    .venv/bin/python bench/decision_false_rate.py --days 5
+    .venv/bin/python bench/decision_false_rate.py --days 5 --tracks 20 --k 50 --codes 1000000  # stress
 """
 
 from __future__ import annotations
@@ -108,15 +109,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=float, default=10.0, help="simulated days of non-catalog audio per setting")
     parser.add_argument("--codes", type=int, nargs="+", default=[40_000, 1_000_000], help="catalog sizes (codes)")
-    parser.add_argument("--min-hits", type=int, nargs="+", default=[2, 3, 4, 5])
+    parser.add_argument("--settings", nargs="+", default=["2:1.25", "3:1.875", "3:2.5", "4:2.5", "5:3.125"],
+                        help="min_hits:min_evidence pairs to compare")
     parser.add_argument("--k", type=int, default=10, help="matches per hop (store top-k)")
+    parser.add_argument("--tracks", type=int, default=200, help="tracks in the catalog (fewer = more chance collisions)")
+    parser.add_argument("--min-confidence", type=float, default=None, help="override the confidence gate")
     parser.add_argument("--stuck", type=float, default=0.3, help="probability a chance match repeats at the next hop")
     parser.add_argument("--plays", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--streams", type=int, default=1000, help="streams per update() for the cost measurement")
     args = parser.parse_args()
 
-    cost = tracker_cost(SyntheticCatalog(seed=args.seed), args.streams, 120, args.k, args.seed)
+    cost = tracker_cost(SyntheticCatalog(n_tracks=args.tracks, seed=args.seed), args.streams, 120, args.k, args.seed)
     print(
         f"Tracker.update, {args.streams} streams per call (half playing, half chance audio), k={args.k}: "
         f"{cost['update_us']:.1f} us per stream-hop; converting the arrays to rows alone: "
@@ -126,22 +130,25 @@ def main() -> None:
     )
 
     base = DecisionParams()
-    print(f"defaults: {base}")
-    print(f"k={args.k} stuck={args.stuck} days={args.days} plays={args.plays}")
+    if args.min_confidence is not None:
+        base = dataclasses.replace(base, min_confidence=args.min_confidence)
+    print(f"params: {base}")
+    print(f"k={args.k} tracks={args.tracks} stuck={args.stuck} days={args.days} plays={args.plays}")
     print(
         "     codes min_hits min_evidence | false/24h | recall extra latency_p50 "
         "start_p95(from 0, mid-track) end_p95 end_median | s"
     )
     for n_codes in args.codes:
-        catalog = SyntheticCatalog(n_codes=n_codes, seed=args.seed)
+        catalog = SyntheticCatalog(n_tracks=args.tracks, n_codes=n_codes, seed=args.seed)
         segments = random_plays(catalog, args.plays, args.seed + 1)
-        for min_hits in args.min_hits:
-            params = dataclasses.replace(base, min_hits=min_hits, min_evidence=min(base.min_evidence, 0.625 * min_hits))
+        for setting in args.settings:
+            min_hits, min_evidence = setting.split(":")
+            params = dataclasses.replace(base, min_hits=int(min_hits), min_evidence=float(min_evidence))
             t0 = time.perf_counter()
             false = false_events(params, catalog, args.days, args.k, args.stuck, args.seed + 2)
             det = detection(params, catalog, segments, args.k, args.seed + 3)
             print(
-                f"{n_codes:>10} {min_hits:>8} {params.min_evidence:>12.2f} | {false / args.days:>9.2f} | "
+                f"{n_codes:>10} {params.min_hits:>8} {params.min_evidence:>12.2f} | {false / args.days:>9.2f} | "
                 f"{det['recall']:>6.3f} {det['extra']:>5} {det['latency_p50']:>11.2f} "
                 f"{det['start_full_p95']:>15.2f} {det['start_mid_p95']:>12.2f} "
                 f"{det['end_p95']:>7.2f} {det['end_median']:>10.2f} | {time.perf_counter() - t0:.0f}",

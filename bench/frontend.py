@@ -126,6 +126,28 @@ def run_naive(n_streams: int, seconds: float, case: str, quality: str) -> dict:
     return {"cpu_s": cpu, "wall_s": wall, "streams_per_core": n_streams * steps * CHUNK_S / cpu}
 
 
+def run_parts(n_streams: int, seconds: float, case: str, quality: str) -> dict:
+    """CPU µs per chunk of the two per-chunk steps before framing: downmix and soxr alone."""
+    rate, channels, _ = CASES[case]
+    pool = chunk_pool(rate, channels, 32)
+    resamplers = [make_resampler(rate, 12000, quality) for _ in range(n_streams)]
+    steps = int(seconds / CHUNK_S)
+    downmix_cpu = resample_cpu = 0.0
+    for step in range(steps + 1):
+        c0 = time.process_time()
+        monos = [downmix(pool[(i + step) % len(pool)]) for i in range(n_streams)]
+        c1 = time.process_time()
+        if resamplers[0] is not None:
+            for resampler, mono in zip(resamplers, monos, strict=True):
+                resampler.resample_chunk(mono)
+        c2 = time.process_time()
+        if step:
+            downmix_cpu += c1 - c0
+            resample_cpu += c2 - c1
+    chunks = n_streams * steps
+    return {"downmix_us": 1e6 * downmix_cpu / chunks, "resample_us": 1e6 * resample_cpu / chunks}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -160,12 +182,14 @@ def main() -> None:
             args.quality,
         )
         naive = run_naive(args.naive_streams, args.naive_seconds, case, args.quality)
+        parts = run_parts(args.streams, min(args.seconds, 4.0), case, args.quality)
         print(
             f"{case:16s} streams={args.streams} seconds={args.seconds:g}: "
             f"{ours['streams_per_core']:7.0f} real-time streams/core "
             f"(cpu {ours['cpu_s']:.2f} s, wall {ours['wall_s']:.2f} s, "
             f"{1e6 * ours['cpu_s'] / (args.streams * args.seconds / CHUNK_S):.1f} us/chunk) | "
             f"hop reads {1e6 * ours['read_cpu_s'] / (args.streams * args.seconds / CHUNK_S):.1f} us/chunk | "
+            f"alone: downmix {parts['downmix_us']:.1f}, soxr {parts['resample_us']:.1f} us/chunk | "
             f"naive ({args.naive_streams} streams): {naive['streams_per_core']:6.1f} streams/core | "
             f"ratio {ours['streams_per_core'] / naive['streams_per_core']:.0f}x"
         )

@@ -185,9 +185,24 @@ def ingest(
 
 
 @app.command()
-def run() -> None:
-    """Run the recognition daemon: Kafka audio in, play events out."""
-    _todo("run")
+def run(
+    catalog: Annotated[str | None, typer.Option("--catalog", help="Catalog name (default: store.catalog).")] = None,
+    group: Annotated[str | None, typer.Option("--group", help="Consumer group (default: kafka.group_id).")] = None,
+    http_port: Annotated[int | None, typer.Option("--http-port", help="Port of /healthz, /readyz, /metrics.")] = None,
+) -> None:
+    """Run the recognition daemon: Kafka audio in, play events out (SIGTERM stops it cleanly)."""
+    import signal
+    import threading
+
+    from streamd.daemon.runner import Daemon
+    from streamd.logs import configure_logging
+
+    config = get_config(store__catalog=catalog, kafka__group_id=group, daemon__http_port=http_port)
+    configure_logging(config)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    raise typer.Exit(Daemon(config, stop=stop).run())
 
 
 @app.command()
@@ -220,9 +235,41 @@ def index(
 
 
 @app.command()
-def recognize() -> None:
-    """Recognize catalog tracks in a file or radio URL, without Kafka."""
-    _todo("recognize")
+def recognize(
+    source: Annotated[str, typer.Argument(help="Audio file or HTTP/Icecast URL (anything FFmpeg reads).")],
+    catalog: Annotated[str | None, typer.Option("--catalog", help="Catalog name (default: store.catalog).")] = None,
+    json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per play instead of a table.")] = False,
+    stream_id: Annotated[str | None, typer.Option("--stream-id", help="Stream id in the output (default: the file name).")] = None,
+) -> None:
+    """Recognize catalog tracks in a file or radio URL, without Kafka (the daemon's pipeline)."""
+    import json
+
+    from rich.table import Table
+
+    from streamd.daemon.recognize import recognize as run_recognize
+    from streamd.model import load_fingerprinter
+    from streamd.store.replica import Replica
+
+    config = get_config(store__catalog=catalog)
+    fp = load_fingerprinter(config.model)
+    replica = Replica.from_config(config).start()
+    console = Console()
+    sid = stream_id or Path(source).stem or "recognize"
+    try:
+        if replica.size == 0:
+            err_console.print(f"warning: catalog {config.store.catalog!r} is empty or missing", highlight=False)
+        on_play = (lambda line: print(json.dumps(line), flush=True)) if json_lines else None
+        lines = run_recognize(config, source, replica, fp, stream_id=sid, on_play=on_play)
+    finally:
+        replica.stop()
+    if not json_lines:
+        table = Table(title=f"{len(lines)} play(s) in {source}")
+        for column in ("track", "start", "end", "offset", "confidence"):
+            table.add_column(column, justify="left" if column == "track" else "right")
+        for line in lines:
+            table.add_row(line["track_id"], f"{line['start_s']:.1f}", f"{line['end_s']:.1f}",
+                          f"{line['offset_s']:.1f}", f"{line['confidence']:.2f}")
+        console.print(table)
 
 
 @app.command()
@@ -275,9 +322,14 @@ def bench() -> None:
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    minutes: Annotated[float, typer.Option(min=0.5, help="Length of each simulated station.")] = 3.0,
+    tracks: Annotated[int, typer.Option(min=1, help="Test-split tracks in the demo catalog.")] = 6,
+) -> None:
     """Index a demo catalog, stream a simulated broadcast and print live recognitions."""
-    _todo("demo")
+    from streamd import demo as demo_mod
+
+    demo_mod.run(minutes, tracks)
 
 
 @app.command()

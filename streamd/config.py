@@ -106,7 +106,7 @@ class DaemonConfig:
     log_format: str = _choice("json", "text", default="json")
     log_level: str = _choice("DEBUG", "INFO", "WARNING", "ERROR", default="INFO")
     # Decision logic (streamd/decision.py, docs/decision.md).
-    min_hits: int = _bounded(4, 1, 1000)
+    min_hits: int = _bounded(3, 1, 1000)
     min_evidence: float = _bounded(2.5, 0.0, 1000.0)
     max_distance_ratio: float = _bounded(0.375, 0.0, 0.5)
     align_tol_s: float = _bounded(1.5, 0.0, 60.0)
@@ -122,6 +122,13 @@ class DaemonConfig:
     event_id_quantum_s: float = _bounded(10.0, 0.001, 3600.0)
     health_stall_s: float = _bounded(30.0, 1.0, 3600.0)
     metrics_top_streams: int = _bounded(0, 0, 1000)
+    # Daemon loop, delivery and load shedding (streamd/daemon/, docs/daemon.md).
+    state_topic: str = "streamd.state"
+    commit_interval_s: float = _bounded(5.0, 0.1, 600.0)
+    max_poll_records: int = _bounded(2000, 1, 1_000_000)
+    warmup_margin_s: float = _bounded(2.0, 0.0, 600.0)
+    warmup_max_records: int = _bounded(200_000, 0, 100_000_000)
+    shed_lag_s: float = _bounded(5.0, 0.5, 3600.0)
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ class DecisionParams:
 
     hop_s: float = 1.024  # stream time between two hops of one stream
     code_bits: int = 64  # K, bits per code
-    min_hits: int = 4  # hits a hypothesis needs before it becomes a play
+    min_hits: int = 3  # hits a hypothesis needs before it becomes a play
     min_evidence: float = 2.5  # summed hit scores (1 - 2 d / K per hit) needed to start
     min_confidence: float = 0.5  # confidence needed to start
     max_distance_ratio: float = 0.375  # matches farther than this * K bits are ignored
@@ -120,7 +120,7 @@ class PlayEvent(NamedTuple):
 
 
 class _Hypothesis:
-    """"This stream plays ``track`` along a line offset ≈ o0 + speed * (t - t0)", and its evidence.
+    """A guess "this stream plays ``track`` along the line offset ≈ o0 + speed * (t - t0)" + its evidence.
 
     The line is a least-squares fit of hit offsets against hit times (running sums, so the state
     is constant-size however long the play). Offsets and times are stored relative to the first
@@ -238,6 +238,10 @@ class _Hypothesis:
 
 def _distance_of(entry: list[Any]) -> float:
     return entry[1]
+
+
+def _score_of(h: _Hypothesis) -> float:
+    return h.score
 
 
 class _StreamState:
@@ -401,8 +405,8 @@ class Tracker:
         candidates = [h for h in state.candidates if h.hit or h.expires >= t]
         if by_track:
             self._spawn(candidates, t, by_track, predictions)
-        if len(candidates) > p.max_candidates:
-            candidates.sort(key=lambda h: (h.hit, h.score), reverse=True)
+        if len(candidates) > p.max_candidates:  # keep the best-supported ones
+            candidates.sort(key=_score_of, reverse=True)
             del candidates[p.max_candidates :]
 
         started = False

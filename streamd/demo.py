@@ -1,145 +1,160 @@
-"""A first look at the pipeline's front half: audio streams → protocol chunks → Kafka → decoded back.
+"""``make demo``: the whole system on one machine, live.
 
-``make demo`` runs this (after ``streamd services up``) until the recognition daemon's demo
-replaces it. A background thread ingests a few streams in real time (real corpus tracks when the
-dev corpus is present, generated tones otherwise) plus one deliberately malformed record; the main
-thread consumes the topic and shows a live table of what arrives per stream.
+1. Index a demo catalog (a handful of tracks of the dev corpus's TEST split) into Redis.
+2. Simulate a 3-station broadcast (streamd.eval.simulate): catalog tracks, unknown music (VAL
+   split), DJ talk, jingles and silence, with crossfades; stations 2 and 3 degraded.
+3. Ingest it into Kafka in real time (streamd.ingest), one stream per station.
+4. Run the daemon (in this process, on a thread) and show its play events as they arrive, in a
+   rich table beside the ground truth of what each station is playing right now.
 
-    python -m streamd.demo [--seconds 10]
+Stops on its own after ``--minutes`` (plus a few seconds to let the last plays end) or on Ctrl-C,
+cleanly: ingest stops, the daemon commits and leaves its group.
+
+    python -m streamd.demo [--minutes 3] [--tracks 6]
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import os
+import logging
+import tempfile
 import threading
 import time
-from collections import Counter, defaultdict
+import uuid
 from pathlib import Path
 
 import numpy as np
-from kafka import TopicPartition
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from streamd import audio, ingest, protocol
+from streamd import audio, dataset, ingest
 from streamd.config import Config, load_config
-from streamd.kafka_io import BoundedProducer, ensure_topics, make_consumer
+from streamd.daemon import eventlog
+from streamd.daemon.runner import Daemon
+from streamd.eval.simulate import Source, simulate
+from streamd.kafka_io import BoundedProducer, ensure_topics
 
-CORPUS = Path(os.environ.get("STREAMD_CORPUS", "~/.cache/streamd/corpus")).expanduser()
-
-
-def demo_sources(seconds: float, n_tracks: int = 3) -> dict[str, tuple[np.ndarray, int, str]]:
-    """stream id → (audio, sample rate, fmt): corpus tracks at their own rate, and a 12 kHz tone."""
-    sources: dict[str, tuple[np.ndarray, int, str]] = {}
-    if (CORPUS / "manifest.csv").exists():
-        with open(CORPUS / "manifest.csv") as handle:
-            rows = list(csv.DictReader(handle))[:n_tracks]
-        for i, row in enumerate(rows):
-            rate = int(row["sample_rate"])
-            samples = audio.load_audio(CORPUS / row["relative_path"], None, mono=False, max_seconds=seconds)
-            sources[f"radio-{i + 1}"] = (samples, rate, "s16le")
-    t = np.arange(int(seconds * 12000)) / 12000
-    tone = (0.3 * np.sin(2 * np.pi * 440 * t) * (1 + np.sin(2 * np.pi * 0.5 * t)) / 2).astype(np.float32)
-    sources["test-tone"] = (tone, 12000, "f32le")
-    return sources
+DEMO_CATALOG = "demo"
 
 
-def _produce(config: Config, topic: str, sources: dict, stop: threading.Event, done: threading.Event) -> None:
-    start = ingest.now_ms()
-    streams = [
-        ingest.stream_chunks(samples, rate, stream_id, chunk_ms=500, fmt=fmt, start_ts_ms=start)
-        for stream_id, (samples, rate, fmt) in sources.items()
-    ]
-    try:
-        with BoundedProducer(config) as producer:
-            # One malformed record, to show that consumers count it instead of crashing.
-            producer.send(topic, value=b"\x00" * 3, key=b"broken-encoder", headers=[("v", b"1")])
-            ingest.produce(ingest.merge_by_time(*streams), producer, topic, realtime=True, stop=stop)
-    finally:
-        done.set()
+def demo_config(base: Config) -> Config:
+    """The demo's own topics and group (a fresh run id), so that it never mixes with other data."""
+    run = uuid.uuid4().hex[:8]
+    overrides = {
+        "kafka.audio_topic": f"streamd.demo.{run}.audio", "kafka.events_topic": f"streamd.demo.{run}.events",
+        "kafka.deadletter_topic": f"streamd.demo.{run}.deadletter", "kafka.group_id": f"streamd-demo-{run}",
+        "kafka.audio_partitions": 3, "daemon.state_topic": f"streamd.demo.{run}.state",
+        "store.catalog": DEMO_CATALOG, "daemon.commit_interval_s": 2.0,
+    }  # fmt: skip
+    return load_config(overrides=overrides)
 
 
-def _table(stats: dict, errors: Counter, elapsed: float) -> Table:
-    table = Table(title=f"chunks arriving from Kafka ({elapsed:4.1f} s)")
-    for column in ("stream", "format", "chunks", "seq", "audio s", "lag ms", "rms"):
-        table.add_column(column, justify="left" if column in ("stream", "format") else "right")
-    for stream_id, s in sorted(stats.items()):
-        table.add_row(
-            stream_id, s["format"], str(s["chunks"]), str(s["seq"]), f"{s['audio_s']:.1f}",
-            f"{s['latency_ms']:.0f}", f"{s['rms']:.3f}",
-        )  # fmt: skip
-    for reason, count in sorted(errors.items()):
-        table.add_row("[red]malformed[/]", f"[red]{reason}[/]", str(count), "", "", "", "")
-    return table
+def build_catalog(config: Config, tracks: list[dataset.Track], console: Console) -> None:
+    from streamd.indexer import index_paths
+
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = Path(tmp) / "catalog.csv"
+        manifest.write_text("track_id,path\n" + "".join(f"{t.track_id},{t.path}\n" for t in tracks))
+        report = index_paths(config, DEMO_CATALOG, [], manifest=manifest, rebuild=False, replace=True)
+    console.print(f"catalog {DEMO_CATALOG!r}: {report.indexed} indexed, {report.unchanged} unchanged, "
+                  f"{len(report.failed)} failed ({report.elapsed_s:.1f} s)")  # fmt: skip
 
 
-def run(config: Config, seconds: float = 10.0) -> dict:
-    """Run the demo; returns the per-stream statistics that were shown."""
+def now_playing(truth: dict, stream: str, t: float) -> str:
+    parts = [f"{s['kind']} {s['track_id']}".strip() for s in truth["segments"]
+             if s["stream"] == stream and s["layer"] == "main" and s["start_s"] <= t < s["end_s"]]  # fmt: skip
+    return " + ".join(parts) or "-"
+
+
+def view(truth: dict, events: list[dict], elapsed: float, catalog_ids: set[str]) -> Group:
+    stations = Table(title=f"stations at {elapsed:5.1f} s (ground truth)")
+    stations.add_column("stream")
+    stations.add_column("playing now")
+    for station in truth["stations"]:
+        playing = now_playing(truth, station["stream"], elapsed)
+        style = "green" if any(c in playing for c in catalog_ids) else "dim"
+        stations.add_row(station["stream"], f"[{style}]{playing}[/]")
+    plays = Table(title="recognitions (events topic)")
+    for column in ("stream", "track", "start s", "end s", "offset s", "conf", "truth at start"):
+        plays.add_column(column)
+    for play in sorted(eventlog.plays(events).values(), key=lambda p: (p["stream_id"], p["start_s"]))[-20:]:
+        end = "open" if play["end_s"] is None else f"{play['end_s']:.1f}"
+        truth_at = now_playing(truth, play["stream_id"], play["start_s"] + 3)
+        ok = play["track_id"] in truth_at
+        plays.add_row(play["stream_id"], play["track_id"], f"{play['start_s']:.1f}", end, f"{play['offset_s']:.1f}",
+                      f"{play['confidence']:.2f}", f"[{'green' if ok else 'red'}]{truth_at}[/]")  # fmt: skip
+    return Group(stations, plays)
+
+
+def run(minutes: float = 3.0, n_tracks: int = 6, seed: int = 7) -> list[dict]:
+    """Run the demo; returns the events the daemon published."""
     console = Console()
-    topic = config.kafka.audio_topic
-    ensure_topics(config, {topic: config.kafka.audio_partitions})
-    sources = demo_sources(seconds)
-    console.print(
-        f"streaming {len(sources)} sources in real time for {seconds:g} s to Kafka topic {topic} ..."
-    )
+    logging.basicConfig(level=logging.WARNING)
+    config = demo_config(load_config())
+    split = dataset.load_split()
+    catalog, unknown = list(split.test[:n_tracks]), list(split.val[:4])
+    console.print(f"[bold]1.[/] indexing {len(catalog)} test-split tracks into catalog {DEMO_CATALOG!r} ...")
+    build_catalog(config, catalog, console)
+    console.print(f"[bold]2.[/] simulating 3 stations x {minutes:g} min ...")
+    out = Path(tempfile.mkdtemp(prefix="streamd-demo-"))
+    truth = simulate([Source(t.track_id, t.path, t.duration_s) for t in catalog],
+                     [Source(t.track_id, t.path, t.duration_s) for t in unknown],
+                     out, hours=minutes / 60, streams=3, seed=seed, clean_stations=1, strength=(0.3, 0.5)).to_dict()
+    audios = {s["stream"]: audio.load_audio(out / s["file"], 12000) for s in truth["stations"]}
+    ensure_topics(config, {config.kafka.audio_topic: 3})
+    console.print(f"[bold]3.[/] starting the daemon (model, catalog replica, Kafka group {config.kafka.group_id}) ...")
+    stop = threading.Event()
+    daemon = Daemon(config, stop=stop)
+    daemon_thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
+    daemon_thread.start()
+    console.print(f"[bold]4.[/] ingesting in real time to {config.kafka.audio_topic}; Ctrl-C stops")
+    stop_ingest = threading.Event()
+    start_ms = ingest.now_ms()
 
-    consumer = make_consumer(config, group_id="")
-    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-    consumer.assign(partitions)
-    consumer.seek_to_end()
-    for tp in partitions:
-        consumer.position(tp)  # resolve "end" now, before anything is produced
+    def produce() -> None:
+        records = ingest.merge_by_time(*(ingest.stream_chunks(a, 12000, sid, 500, start_ts_ms=start_ms)
+                                         for sid, a in audios.items()))  # fmt: skip
+        with BoundedProducer(config) as producer:
+            ingest.produce(records, producer, config.kafka.audio_topic, realtime=True, stop=stop_ingest)
 
-    stats: dict = defaultdict(lambda: {"chunks": 0, "seq": -1, "audio_s": 0.0, "latency_ms": 0.0, "rms": 0.0})
-    errors: Counter = Counter()
-    stop, done = threading.Event(), threading.Event()
-    producer = threading.Thread(target=_produce, args=(config, topic, sources, stop, done), daemon=True)
-    started = time.monotonic()
-    producer.start()
-    idle_since = None
+    ingest_thread = threading.Thread(target=produce, name="ingest", daemon=True)
+    ingest_thread.start()
+    events: list[dict] = []
+    catalog_ids = {t.track_id for t in catalog}
+    duration = max(len(a) for a in audios.values()) / 12000
     try:
-        with Live(_table(stats, errors, 0), console=console, refresh_per_second=4) as live:
-            while True:
-                polled = consumer.poll(timeout_ms=250)
-                for record in (r for batch in polled.values() for r in batch):
-                    try:
-                        chunk = protocol.decode_record(record)
-                    except protocol.ProtocolError as exc:
-                        errors[exc.reason] += 1
-                        continue
-                    s = stats[chunk.stream_id]
-                    s["format"] = f"{chunk.sample_rate / 1000:g}k {chunk.channels}ch {chunk.fmt}"
-                    s["chunks"] += 1
-                    s["seq"] = chunk.seq
-                    s["audio_s"] += chunk.duration_s
-                    s["latency_ms"] = ingest.now_ms() - (chunk.ts_ms + chunk.duration_s * 1000)
-                    s["rms"] = float(np.sqrt(np.mean(chunk.samples**2)))
-                live.update(_table(stats, errors, time.monotonic() - started))
-                if done.is_set() and not polled:
-                    idle_since = idle_since or time.monotonic()
-                    if time.monotonic() - idle_since > 1.0:
-                        break
+        with Live(view(truth, events, 0.0, catalog_ids), console=console, refresh_per_second=2) as live:
+            while daemon_thread.is_alive():
+                elapsed = (ingest.now_ms() - start_ms) / 1000
+                events = eventlog.read_events(config, idle_s=0.2, timeout_s=5)
+                live.update(view(truth, events, min(elapsed, duration), catalog_ids))
+                if elapsed > duration + 15:
+                    break
+                time.sleep(1.0)
     except KeyboardInterrupt:
-        stop.set()
+        console.print("stopping ...")
     finally:
-        producer.join(timeout=30)
-        consumer.close()
-    console.print(
-        f"{sum(s['chunks'] for s in stats.values())} chunks from {len(stats)} streams decoded, "
-        f"{sum(errors.values())} malformed record(s) counted. Next: the daemon turns these into recognitions."
-    )
-    return dict(stats)
+        stop_ingest.set()
+        ingest_thread.join(10)
+        stop.set()
+        daemon_thread.join(60)
+    events = eventlog.read_events(config, idle_s=0.2, timeout_s=5)
+    found = eventlog.plays(events)
+    required = [s for s in truth["segments"] if s["kind"] == "catalog" and s["layer"] == "main"]
+    console.print(f"{len(found)} plays reported for {len(required)} catalog plays on air; "
+                  f"events are on topic {config.kafka.events_topic}, audio in {out}")  # fmt: skip
+    return events
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="how much audio each stream sends")
+    parser.add_argument("--minutes", type=float, default=3.0, help="length of each simulated station")
+    parser.add_argument("--tracks", type=int, default=6, help="test-split tracks in the demo catalog")
     args = parser.parse_args()
-    run(load_config(), args.seconds)
+    run(args.minutes, args.tracks)
 
 
 if __name__ == "__main__":
+    np.seterr(all="ignore")
     main()

@@ -186,7 +186,7 @@ def evaluate(fp: Fingerprinter, split: Split | None = None, cfg: EvalConfig = Ev
             condition = "degraded" if degraded else "clean"
             bar.update(task, description=f"{condition} queries", total=cfg.queries, completed=0)
             rows = {d: {"top1": [], "hit_at_threshold": [], "offset_ok": [], "ap": []} for d in cfg.durations}
-            for q in range(cfg.queries):
+            for _ in range(cfg.queries):
                 index = int(rng.integers(len(split.test)))
                 query = make_query(fp, rng, catalog_audio, index, context_audio, cfg, degraded)
                 for d in cfg.durations:

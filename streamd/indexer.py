@@ -18,10 +18,12 @@ import concurrent.futures as cf
 import csv
 import functools
 import hashlib
+import itertools
 import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -268,27 +270,56 @@ def encode_file(job: Job, encoder: Encoder) -> Encoded | Failure:
 
 def _encode_all(jobs: Sequence[Job], encoder: Encoder, encoder_factory: Callable[[], Encoder],
                 workers: int) -> Iterator[Encoded | Failure]:
+    """Results in completion order. With workers, a worker that dies (a decoder crash on a
+    corrupt file) breaks the pool: the files then in flight are retried once in a new pool, and
+    a file that breaks it again is reported as failed."""
     if workers <= 1:
         for job in jobs:
             yield encode_file(job, encoder)
         return
     torch_threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")  # fork + torch/numba threads is not safe
-    with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                initargs=(encoder_factory, torch_threads)) as pool:
-        pending: set[cf.Future] = set()
-        queue = iter(jobs)
-        for job in queue:  # keep at most 2 × workers files in flight (memory)
-            pending.add(pool.submit(_encode_in_worker, job))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+
+    def new_pool() -> cf.ProcessPoolExecutor:
+        return cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                      initargs=(encoder_factory, torch_threads))
+
+    queue = iter(jobs)
+    retried: set[Path] = set()
+    pool = new_pool()
+    pending: dict[cf.Future, Job] = {}
+    try:
+        while True:
+            while len(pending) < 2 * workers:  # bounded in flight: memory
+                job = next(queue, None)
+                if job is None:
+                    break
+                pending[pool.submit(_encode_in_worker, job)] = job
+            if not pending:
+                return
+            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            crashed = []
             for future in done:
-                yield future.result()
-                nxt = next(queue, None)
-                if nxt is not None:
-                    pending.add(pool.submit(_encode_in_worker, nxt))
+                job = pending.pop(future)
+                try:
+                    yield future.result()
+                except BrokenProcessPool:
+                    crashed.append(job)
+                except Exception as exc:  # e.g. an unpicklable result
+                    yield Failure(str(job.path), f"worker error: {type(exc).__name__}: {exc}")
+            if crashed:
+                crashed += pending.values()  # everything in flight died with the pool
+                pending.clear()
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = new_pool()
+                again = [j for j in crashed if j.path not in retried]
+                for job in crashed:
+                    if job.path in retried:
+                        yield Failure(str(job.path), "the decoding process crashed on this file")
+                retried.update(j.path for j in again)
+                queue = itertools.chain(again, queue)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -392,7 +423,11 @@ def index_paths(
                 else:
                     _write(catalog, generation, encoder, result, report)
                 advance(result)
-        if rebuild:
+        if rebuild and report.indexed + report.unchanged == 0:
+            report.failed.append(Failure("(rebuild)", f"nothing was indexed: still serving generation "
+                                                      f"{info.generation}; generation {generation} is kept to resume"))
+            report.version = catalog.info().version
+        elif rebuild:
             report.version = catalog.switch_to(generation)
             report.switched = True
         else:

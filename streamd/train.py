@@ -93,10 +93,10 @@ def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Short runs that differ only in the loss, for the ablation in docs/model.md.
-    "ablation-ce": {"name": "ablation-ce", "steps": 1500, "export": "", "loss": {"contrastive": 0.0, "quantisation": 0.0, "balance": 0.0}},
-    "ablation-ce-contrastive": {"name": "ablation-ce-contrastive", "steps": 1500, "export": "", "loss": {"quantisation": 0.0, "balance": 0.0}},
-    "ablation-full": {"name": "ablation-full", "steps": 1500, "export": ""},
-    "ablation-contrastive-quant": {"name": "ablation-contrastive-quant", "steps": 1500, "export": "", "loss": {"cross_entropy": 0.0}},
+    "ablation-ce": {"name": "ablation-ce", "steps": 600, "export": "", "loss": {"contrastive": 0.0, "quantisation": 0.0, "balance": 0.0}},
+    "ablation-ce-contrastive": {"name": "ablation-ce-contrastive", "steps": 600, "export": "", "loss": {"quantisation": 0.0, "balance": 0.0}},
+    "ablation-full": {"name": "ablation-full", "steps": 600, "export": ""},
+    "ablation-contrastive-quant": {"name": "ablation-contrastive-quant", "steps": 600, "export": "", "loss": {"cross_entropy": 0.0}},
 }
 
 
@@ -257,7 +257,14 @@ def _export(net: HashNet, path: Path, cfg: TrainConfig, step: int, metrics: dict
 
 def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train (or continue) the run in ``out``; returns the final metrics."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out / "checkpoint.pt"

@@ -106,7 +106,9 @@ class PrometheusServer:
             raise PrometheusError(f"{self.binary} not found (Debian: apt-get install prometheus)")
         self._dir = Path(tempfile.mkdtemp(prefix="streamd-prom-"))
         config = self._dir / "prometheus.yml"
-        config.write_text(yaml.safe_dump(scrape_config(self.targets, self.scrape_interval_s, self.rule_files)))
+        config.write_text(
+            yaml.safe_dump(scrape_config(self.targets, self.scrape_interval_s, self.rule_files))
+        )
         self.port = free_port()
         log = (self._dir / "prometheus.log").open("wb")
         self._proc = subprocess.Popen(
@@ -171,12 +173,20 @@ class PrometheusServer:
         deadline = time.monotonic() + timeout_s
         expr = f"count_over_time(up[{int(max(60, 10 * n_scrapes * self.scrape_interval_s))}s])"
         while time.monotonic() < deadline:
-            counts = {s["metric"].get("instance"): float(s["value"][1]) for s in self.api("query", query=expr)["result"]}
-            up = {s["metric"].get("instance"): s["value"][1] == "1" for s in self.api("query", query="up")["result"]}
+            counts = {
+                s["metric"].get("instance"): float(s["value"][1])
+                for s in self.api("query", query=expr)["result"]
+            }
+            up = {
+                s["metric"].get("instance"): s["value"][1] == "1"
+                for s in self.api("query", query="up")["result"]
+            }
             if all(up.get(t) and counts.get(t, 0) >= n_scrapes for t in self.targets):
                 return
             time.sleep(self.scrape_interval_s / 2)
-        raise PrometheusError(f"targets {self.targets} not scraped {n_scrapes} times within {timeout_s} s: up={up}")
+        raise PrometheusError(
+            f"targets {self.targets} not scraped {n_scrapes} times within {timeout_s} s: up={up}"
+        )
 
     def query(self, expr: str) -> QueryResult:
         """Evaluate ``expr`` now (instant query); a parse or evaluation error is returned, not raised."""
@@ -199,3 +209,16 @@ class PrometheusServer:
     def alerts(self) -> list[dict]:
         """The alerts currently pending or firing (from the loaded ``rule_files``)."""
         return self.api("alerts")["alerts"]
+
+    def rules(self) -> list[dict]:
+        """Every loaded rule with its ``health`` (``ok``, ``err``, ``unknown`` before the first evaluation)."""
+        return [rule for group in self.api("rules")["groups"] for rule in group["rules"]]
+
+    def wait_for_rule_evaluation(self, timeout_s: float = 30.0) -> list[dict]:
+        """Block until every loaded rule has been evaluated at least once; return the rules."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rules = self.rules()
+            if all(rule["health"] != "unknown" for rule in rules) or time.monotonic() > deadline:
+                return rules
+            time.sleep(self.scrape_interval_s / 2)

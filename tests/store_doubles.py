@@ -46,6 +46,20 @@ def make_encoder() -> RandomProjectionEncoder:
     return RandomProjectionEncoder()
 
 
+CRASH_SECONDS = 3.25
+
+
+class CrashingEncoder(RandomProjectionEncoder):
+    """Kills its process on audio exactly CRASH_SECONDS long, like a decoder crashing on a bad file."""
+
+    def codes_for_audio(self, audio_12k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if len(audio_12k) == int(CRASH_SECONDS * SAMPLE_RATE):
+            import os
+
+            os._exit(1)
+        return super().codes_for_audio(audio_12k)
+
+
 def tone_signal(seconds: float, seed: int) -> np.ndarray:
     """A few seconds of random chords with an amplitude envelope: distinct per seed."""
     rng = np.random.default_rng(seed)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import types
+
 import numpy as np
 from prometheus_client import Histogram
 from prometheus_client.parser import text_string_to_metric_families
@@ -148,3 +151,41 @@ def test_observe_many_falls_back_to_the_public_api():
     observe_many(plain, [1.0, 2.0])  # type: ignore[arg-type]
     assert plain.seen == [1.0, 2.0]
     assert isinstance(Metrics(process=False).buffer_fill, Histogram)
+
+
+def test_gpu_series_appear_when_the_process_uses_cuda(monkeypatch):
+    """No GPU on the test machines: a stand-in for torch.cuda exercises the collector's code path."""
+
+    class FakeCuda:
+        @staticmethod
+        def is_available():
+            return True
+
+        @staticmethod
+        def is_initialized():
+            return True
+
+        @staticmethod
+        def device_count():
+            return 2
+
+        @staticmethod
+        def memory_allocated(i):
+            return 1000 * (i + 1)
+
+        @staticmethod
+        def memory_reserved(i):
+            return 4000 * (i + 1)
+
+        @staticmethod
+        def utilization(i):
+            if i == 1:
+                raise RuntimeError("pynvml missing")
+            return 37
+
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=FakeCuda))
+    families = scrape(Metrics(process=False))
+    assert value(families, "streamd_gpu_memory_allocated_bytes", device="1") == 2000
+    assert value(families, "streamd_gpu_memory_reserved_bytes", device="0") == 4000
+    assert value(families, "streamd_gpu_utilization_ratio", device="0") == 0.37
+    assert [s.labels for s in families["streamd_gpu_utilization_ratio"].samples] == [{"device": "0"}]

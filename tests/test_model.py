@@ -15,6 +15,15 @@ from streamd.model.hashing import hamming, pack_bits, unpack_bits
 from streamd.model.losses import bit_balance, nt_xent, quantisation
 from streamd.model.network import LOG_FLOOR, ArchConfig, HashNet
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tests run beside other jobs on 2 cores; one thread avoids OpenMP spin-waiting under load."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 SMALL = ArchConfig(window_frames=400, widths=(4, 8, 8, 16, 16), feature_dim=8, lstm1_hidden=12, lstm2_hidden=16, bits=32)
 
 
@@ -81,6 +90,7 @@ def test_streaming_equals_full_window(arch, dtype, atol):
     encoder = fp.streaming(max_streams=6)
     slot_of = [5, 0, 2]
     started = [0, 2, 5]  # stream i starts feeding at hop started[i]
+    checked = {0, 1, 2, 5, 9, 10, 14, arch.n_steps - 1, arch.n_steps, arch.n_steps + 3}  # windows compared
     for hop in range(hops):
         active = [i for i in range(n_streams) if hop >= started[i]]
         if hop == 9:  # stream 0 is reset: it starts afresh from here
@@ -88,6 +98,8 @@ def test_streaming_equals_full_window(arch, dtype, atol):
             started[0] = 9
         frames = torch.stack([streams[i, :, (hop - started[i]) * 48 : (hop - started[i] + 1) * 48] for i in active])
         relaxed = encoder.advance_relaxed(torch.tensor([slot_of[i] for i in active]), frames)
+        if hop not in checked:
+            continue
         history = [streams[i, :, : (hop - started[i] + 1) * 48] for i in active]
         windows = torch.stack(
             [torch.nn.functional.pad(h, (arch.window_frames - h.shape[-1], 0), value=LOG_FLOOR) if h.shape[-1] < arch.window_frames else h[:, -arch.window_frames :] for h in history]
@@ -180,12 +192,20 @@ def test_tiny_overfit_reduces_the_loss():
     frames = arch.overhead_frames + arch.hop_frames * (arch.n_steps + 1)
     reference = _logmel(4, 96, frames, seed=9)
     batch = {"query": reference + 0.3 * torch.randn_like(reference), "reference": reference, "track": torch.tensor([0, 1, 0, 1])}
+    assert reference.shape[-1] < 500  # keep it tiny
     optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
     first = None
-    for _ in range(25):
+    for _ in range(15):
         loss, _ = compute_losses(net, batch, cfg)
-        first = float(loss) if first is None else first
+        first = float(loss.detach()) if first is None else first
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
     assert float(loss) < 0.8 * first
+
+
+def test_fused_inference_form_is_the_same_function():
+    net = _randomised(ArchConfig(), seed=11, dtype=torch.float64)
+    windows = _logmel(2, 96, 1366, seed=12, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(net(windows), net.fused_for_inference()(windows), atol=1e-10)

@@ -25,12 +25,14 @@ def exporter():
 def test_prometheus_scrapes_the_exporter_and_reports_which_queries_have_data(exporter: str) -> None:
     with PrometheusServer([exporter]) as prom:
         prom.wait_for_scrapes(2)
-        present, quantile, absent, broken = prom.evaluate([
-            'sum by (reason) (rate(demo_chunks_total{reason="ok"}[1m]))',
-            "histogram_quantile(0.99, sum by (le) (rate(demo_latency_seconds_bucket[1m])))",
-            "rate(demo_not_exported_total[1m])",
-            "rate(demo_chunks_total[1m]",
-        ])
+        present, quantile, absent, broken = prom.evaluate(
+            [
+                'sum by (reason) (rate(demo_chunks_total{reason="ok"}[1m]))',
+                "histogram_quantile(0.99, sum by (le) (rate(demo_latency_seconds_bucket[1m])))",
+                "rate(demo_not_exported_total[1m])",
+                "rate(demo_chunks_total[1m]",
+            ]
+        )
     assert present.has_data and present.series == present.finite_series == 1
     assert quantile.has_data  # a NaN quantile of an idle histogram is a series, just not finite
     assert not absent.has_data and absent.error is None

@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
-from store_doubles import RandomProjectionEncoder, make_encoder, tone_signal, write_wav
+from store_doubles import (
+    CRASH_SECONDS,
+    CrashingEncoder,
+    RandomProjectionEncoder,
+    make_encoder,
+    tone_signal,
+    write_wav,
+)
 from typer.testing import CliRunner
 
 from streamd.audio import load_audio
@@ -19,8 +26,7 @@ from streamd.config import Config
 from streamd.indexer import DuplicateTrackIdError, index_paths, plan_jobs
 from streamd.store.catalog import Catalog, CatalogError
 
-
-# `config` (tests/conftest.py) is the configuration whose Redis `redis_url` checked.
+# `config` comes from tests/conftest.py; the `redis_url` fixture checks that its Redis answers.
 
 
 @pytest.fixture
@@ -146,11 +152,19 @@ def test_moved_file_with_same_id_needs_replace(config: Config, catalog: Catalog,
 
 def test_worker_processes_give_the_same_catalog(config: Config, catalog: Catalog, music: Path) -> None:
     report = run(config, catalog, [music], workers=2, encoder_factory=make_encoder)
-    assert report.indexed == 3 and len(report.failed) == 1
-    g = catalog.info().generation
-    stored = next(catalog.read_tracks(g, ["three"], 64))
+    assert report.indexed == 3 and [Path(f.path).name for f in report.failed] == ["broken.mp3"]
+    stored = next(catalog.read_tracks(catalog.info().generation, ["three"], 64))
     expected, _ = RandomProjectionEncoder().codes_for_audio(load_audio(music / "sub" / "three.wav"))
     assert np.array_equal(stored.codes, expected)
+
+
+@pytest.mark.slow
+def test_a_crashing_worker_fails_only_its_file(config: Config, catalog: Catalog, music: Path) -> None:
+    write_wav(music / "killer.wav", tone_signal(CRASH_SECONDS, 7))  # its worker process dies
+    report = run(config, catalog, [music], workers=2, encoder_factory=CrashingEncoder)
+    assert report.indexed == 3
+    assert sorted((Path(f.path).name, "crashed" in f.reason) for f in report.failed) == [
+        ("broken.mp3", False), ("killer.wav", True)]
 
 
 def test_concurrent_runs_on_the_same_files_are_safe(config: Config, catalog: Catalog, music: Path) -> None:

@@ -44,29 +44,39 @@ def start_replica(url: str, name: str, **kwargs) -> Replica:
                    SearchSettings(**kwargs), block_ms=200).start(timeout_s=30)
 
 
-def test_replica_sees_changes_made_by_another_process(redis_url: str, catalog: Catalog) -> None:
-    g = catalog.ensure(64, 48, "m1").generation
+def test_replica_sees_changes_made_by_another_process(redis_url: str, catalog: Catalog, tmp_path: Path) -> None:
+    """One process runs the indexer (with the stand-in encoder), this one's replica follows."""
+    from store_doubles import RandomProjectionEncoder, tone_signal, write_wav
+
+    from streamd.audio import load_audio
+
+    g = catalog.ensure(64, 48, "test-rp-1").generation
     catalog.put_track(g, make_track("first", 30, 1), 64)
+    song = write_wav(tmp_path / "second.wav", tone_signal(8, 5))
     replica = start_replica(redis_url, catalog.name)
     try:
         assert (replica.n_tracks, replica.size, replica.version) == (1, 30, 1)
         script = textwrap.dedent(f"""
-            import numpy as np, redis
-            from streamd.store.catalog import Catalog, Track
-            cat = Catalog(redis.Redis.from_url({redis_url!r}), {catalog.name!r})
-            rng = np.random.default_rng(2)
-            cat.put_track({g}, Track("second", rng.integers(0, 256, (20, 8), dtype=np.uint8),
-                                     np.arange(20, dtype=np.float32), {{"title": "Second"}}), 64)
-            cat.delete_track("first")
+            import sys
+            sys.path.insert(0, {str(REPO / "tests")!r})
+            import redis
+            from store_doubles import RandomProjectionEncoder
+            from streamd.config import load_config
+            from streamd.indexer import index_paths
+            from streamd.store.catalog import Catalog
+            config = load_config(overrides={{"redis.url": {redis_url!r}}})
+            report = index_paths(config, {catalog.name!r}, [{str(song)!r}], encoder_factory=RandomProjectionEncoder)
+            assert report.indexed == 1, report
+            Catalog(redis.Redis.from_url({redis_url!r}), {catalog.name!r}).delete_track("first")
         """)
-        subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO, timeout=60)
+        subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO, timeout=120)
         assert replica.wait_for(lambda r: r.version == 3, timeout_s=10)
-        assert (replica.n_tracks, replica.size) == (1, 20)
-        second = make_track("second", 20, 2)
-        hits = replica.search(second.codes[:4], 2)
-        assert list(hits.track_ids[:, 0]) == ["second"] * 4
-        assert list(hits.offsets[:, 0]) == [0.0, 1.0, 2.0, 3.0] and (hits.distances[:, 0] == 0).all()
-        assert replica.track_info("second") == {"title": "Second"}
+        codes, offsets = RandomProjectionEncoder().codes_for_audio(load_audio(song))
+        assert (replica.n_tracks, replica.size) == (1, len(codes))
+        hits = replica.search(codes, 1)
+        assert set(hits.track_ids[:, 0]) == {"second"} and (hits.distances[:, 0] == 0).all()
+        assert np.allclose(hits.offsets[:, 0], offsets)
+        assert replica.track_info("second")["title"] == "second"
         assert replica.full_syncs == 1 and replica.changes_applied == 2
         assert replica.sync_delay_s < 5 and replica.last_apply_delay_s < 5
     finally:

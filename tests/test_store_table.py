@@ -86,3 +86,17 @@ def test_empty_table_and_wrong_width() -> None:
     assert (hits.distances == -1).all() and (hits.track_ids == None).all()  # noqa: E711
     with pytest.raises(ValueError, match="shape"):
         table.search(np.zeros((2, 4), np.uint8), 3)
+
+
+def test_two_changes_from_the_same_snapshot_do_not_overwrite_each_other() -> None:
+    rng = np.random.default_rng(4)
+    big = Track("a", rng.integers(0, 256, (100, 8), dtype=np.uint8), np.zeros(100, np.float32), {})
+    base = CodeTable.build(64, [big], SearchSettings())
+    grown = base.with_changes([], [random_track("b", rng, 64, max_codes=5)])  # room for 95 more rows in place
+    x = Track("x", rng.integers(0, 256, (20, 8), dtype=np.uint8), np.zeros(20, np.float32), {})
+    y = Track("y", rng.integers(0, 256, (20, 8), dtype=np.uint8), np.ones(20, np.float32), {})
+    with_x = grown.with_changes([], [x])
+    with_y = grown.with_changes([], [y])  # must not reuse the rows with_x appended into
+    assert set(with_x.search(x.codes, 1).track_ids[:, 0]) == {"x"}
+    assert set(with_y.search(y.codes, 1).track_ids[:, 0]) == {"y"}
+    assert (with_x.search(x.codes, 1).distances[:, 0] == 0).all()

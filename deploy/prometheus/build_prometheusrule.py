@@ -16,7 +16,9 @@ import yaml
 HERE = Path(__file__).resolve().parent
 RULES = HERE / "streamd-alerts.yml"
 OUTPUT = HERE.parent / "k8s" / "components" / "prometheus-operator" / "prometheusrule.yaml"
-HEADER = "# GENERATED from deploy/prometheus/streamd-alerts.yml by deploy/prometheus/build_prometheusrule.py.\n"
+HEADER = (
+    "# GENERATED from deploy/prometheus/streamd-alerts.yml by deploy/prometheus/build_prometheusrule.py.\n"
+)
 
 
 def prometheus_rule(rules: dict) -> dict:

@@ -40,7 +40,10 @@ CRD_SOURCES = [
     (
         "github.com/kedacore/keda/v2",
         "v2.21.0",
-        ["config/crd/bases/keda.sh_scaledobjects.yaml", "config/crd/bases/keda.sh_triggerauthentications.yaml"],
+        [
+            "config/crd/bases/keda.sh_scaledobjects.yaml",
+            "config/crd/bases/keda.sh_triggerauthentications.yaml",
+        ],
     ),
     (
         "github.com/prometheus-operator/prometheus-operator",
@@ -78,7 +81,11 @@ def _collect_refs(node: Any, out: set[str]) -> None:
 def _rewrite_refs(node: Any) -> Any:
     if isinstance(node, dict):
         return {
-            k: ("#/$defs/" + v[len(DEFINITIONS_REF):] if k == "$ref" and isinstance(v, str) and v.startswith(DEFINITIONS_REF) else _rewrite_refs(v))
+            k: (
+                "#/$defs/" + v[len(DEFINITIONS_REF) :]
+                if k == "$ref" and isinstance(v, str) and v.startswith(DEFINITIONS_REF)
+                else _rewrite_refs(v)
+            )
             for k, v in node.items()
         }
     if isinstance(node, list):
@@ -108,7 +115,11 @@ def kubernetes_validate_dir(kubernetes_version: str) -> Path:
         import kubernetes_validate
     except ImportError:
         raise SystemExit("kubernetes-validate is not installed: pip install -e '.[deploy]'") from None
-    root = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / f"v{kubernetes_version}-local-strict"
+    root = (
+        Path(kubernetes_validate.__file__).parent
+        / "kubernetes-json-schema"
+        / f"v{kubernetes_version}-local-strict"
+    )
     if not root.is_dir():
         raise SystemExit(f"kubernetes-validate has no schemas for Kubernetes {kubernetes_version} ({root})")
     return root
@@ -147,7 +158,11 @@ def strict_openapi_schema(node: Any) -> Any:
     if node.get("x-kubernetes-int-or-string"):
         out.pop("type", None)
         out["oneOf"] = [{"type": "string"}, {"type": "integer"}]
-    if "properties" in node and "additionalProperties" not in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+    if (
+        "properties" in node
+        and "additionalProperties" not in node
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
         out["additionalProperties"] = False
     if node.get("nullable") and isinstance(out.get("type"), str):
         out["type"] = [out["type"], "null"]
@@ -185,7 +200,9 @@ def go_module_dir(module: str, version: str) -> Path:
         )  # fmt: skip
     info = json.loads(result.stdout or "{}")
     if result.returncode != 0 or "Dir" not in info:
-        raise SystemExit(f"go mod download {module}@{version} failed: {info.get('Error') or result.stderr.strip()}")
+        raise SystemExit(
+            f"go mod download {module}@{version} failed: {info.get('Error') or result.stderr.strip()}"
+        )
     return Path(info["Dir"])
 
 

@@ -17,15 +17,16 @@ MAX_SAMPLE_RATE = 768_000
 _EMPTY = np.zeros(0, dtype=np.float32)
 
 
-def downmix(samples: np.ndarray) -> np.ndarray:
+def downmix(samples: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Mono float32 from (n_frames, channels) float32: the channel mean, added left to right.
 
-    A mono input comes back as a view, without a copy.
+    A mono input comes back as a view, without a copy; otherwise the result goes to ``out``
+    (n_frames,) when given.
     """
     channels = samples.shape[1]
     if channels == 1:
         return samples[:, 0]
-    mono = np.add(samples[:, 0], samples[:, 1])
+    mono = np.add(samples[:, 0], samples[:, 1], out=out)
     for channel in range(2, channels):
         mono += samples[:, channel]
     mono *= np.float32(1.0 / channels)

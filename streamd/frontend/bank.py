@@ -45,7 +45,10 @@ COUNTER_NAMES = (
     "frames_skipped",
 )
 _DROP_EVENTS = frozenset((continuity.DUPLICATE, continuity.LATE))
-_INTEGER_FORMATS = frozenset(("s16le",))  # formats whose decoded samples cannot be NaN or inf
+_INTEGER_FORMATS = frozenset(("s16le",))
+MONO_SCRATCH_SAMPLES = (
+    1 << 18
+)  # longer chunks get a fresh array  # formats whose decoded samples cannot be NaN or inf
 
 
 class StreamState:
@@ -122,6 +125,7 @@ class FrontendBank:
         # scratch for one group's audio laid end to end; a larger group (a very long chunk) gets
         # a temporary array so that the bank's own memory stays fixed
         self._signal = np.zeros(2 * block_frames * self.params.hop_length, dtype=np.float32)
+        self._mono = np.zeros(MONO_SCRATCH_SAMPLES, dtype=np.float32)  # downmix of a resampled chunk
         self._jitter_ms = config.max_ts_jitter_s * 1000.0
 
     # --- feeding --------------------------------------------------------------------------------
@@ -136,7 +140,12 @@ class FrontendBank:
             if problem is not None:
                 counters["invalid"] += 1
                 continue
-            mono = downmix(chunk.samples)
+            samples = chunk.samples
+            n = samples.shape[0]
+            if samples.shape[1] > 1 and chunk.sample_rate != self.params.sample_rate and n <= len(self._mono):
+                mono = downmix(samples, self._mono[:n])  # soxr copies it: scratch will do
+            else:
+                mono = downmix(samples)
             if chunk.fmt not in _INTEGER_FORMATS and not np.isfinite(mono).all():
                 counters["invalid"] += 1
                 continue
@@ -157,7 +166,6 @@ class FrontendBank:
                     or chunk.fmt != state.fmt
                 ):
                     self._follow_format(state, chunk)
-            n = mono.shape[0]
             if n == 0:
                 counters["empty"] += 1
             else:

@@ -78,23 +78,21 @@ class LogmelFramer:
         offsets = torch.from_numpy(starts)
         for begin in range(0, n_total, self.block_frames):
             end = min(begin + self.block_frames, n_total)
-            rows = max(end - begin, MIN_MATMUL_ROWS)
-            frames = self._frames[: end - begin]
+            n = end - begin
+            frames = self._frames[:n]
             torch.index_select(every_frame, 0, offsets[begin:end], out=frames)
             frames.mul_(self._window)
-            spectrum = self._spectrum[: end - begin]
+            spectrum = self._spectrum[:n]
             torch.fft.rfft(frames, out=spectrum)
             parts = torch.view_as_real(spectrum)
-            squares = self._squares[: end - begin]
+            squares = self._squares[:n]
             torch.mul(parts, parts, out=squares)
-            power = self._power[: end - begin]
+            power = self._power[:n]
             torch.add(squares[..., 0], squares[..., 1], out=power)  # re² + im², as offline
-            if rows == end - begin:
-                mel = out[begin:end]
+            mel = out[begin:end]
+            if n >= MIN_MATMUL_ROWS:
                 torch.matmul(power, self._filterbank, out=mel)
-            else:
-                mel = torch.matmul(self._power[:rows], self._filterbank)[: end - begin]
-                out[begin:end] = mel
-                mel = out[begin:end]
+            else:  # rows past n hold finite leftovers of earlier blocks; their results are unused
+                mel.copy_(torch.matmul(self._power[:MIN_MATMUL_ROWS], self._filterbank)[:n])
             mel.add_(LOG_EPS).log_()
         return out.numpy()

@@ -50,7 +50,11 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 class Fingerprinter:
-    """A hash network in eval mode plus the conventions for windows, hops and offsets."""
+    """A hash network in eval mode plus the conventions for windows, hops and offsets.
+
+    By default the network is used in its fused inference form (batch norm folded into the
+    convolutions); both the full-window and the streaming path use the same fused copy.
+    """
 
     def __init__(
         self,
@@ -59,8 +63,9 @@ class Fingerprinter:
         mel: MelParams = MelParams(),
         metadata: dict[str, Any] | None = None,
         max_batch: int = 256,
+        fuse: bool = True,
     ):
-        self.net = net.eval()
+        self.net = net.fused_for_inference() if fuse else net.eval()
         self.arch: ArchConfig = net.arch
         self.mel = mel
         self.version = version
@@ -163,6 +168,7 @@ def save_weights(path: str | Path, net: HashNet, metadata: dict[str, Any] | None
         header[key] = value if isinstance(value, str) else json.dumps(value)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=header)
+    tmp.chmod(0o644)
     tmp.replace(path)
     return path
 

@@ -12,7 +12,7 @@ Hits of the true track agree on that alignment across hops; chance hits scatter.
 - a key also collects the votes of its two neighbouring alignment bins (±1 hop), which absorbs the
   ±half-hop grid offset between stream and catalog and ±3 % speed changes over 29 s;
 - per key, each query hop contributes at most its best hit, and the key's score is the sum over hops;
-- the best key wins; ``score`` is compared with a threshold (calibrated on non-catalog music for a
+- the best key wins (ties between neighbouring bins go to the bin with more direct votes); ``score`` is compared with a threshold (calibrated on non-catalog music for a
   target false-accept rate) to accept or reject.
 
 The daemon and ``streamd recognize`` use the same function over the hops of a sliding recent
@@ -88,19 +88,21 @@ def vote(
     shifts = np.arange(-tolerance_hops, tolerance_hops + 1)
     tracks = np.repeat(tracks, len(shifts))
     key = (key[:, None] + shifts[None, :]).ravel()
+    direct = np.tile(shifts == 0, len(weight))
     hop_index = np.repeat(hop_index, len(shifts))
     weight = np.repeat(weight, len(shifts))
-    order = np.lexsort((-weight, hop_index, key, tracks))
-    tracks, key, hop_index, weight = tracks[order], key[order], hop_index[order], weight[order]
+    order = np.lexsort((~direct, -weight, hop_index, key, tracks))
+    tracks, key, hop_index, weight, direct = tracks[order], key[order], hop_index[order], weight[order], direct[order]
     first = np.ones(len(tracks), bool)
     first[1:] = (tracks[1:] != tracks[:-1]) | (key[1:] != key[:-1]) | (hop_index[1:] != hop_index[:-1])
-    tracks, key, weight = tracks[first], key[first], weight[first]
+    tracks, key, weight, direct = tracks[first], key[first], weight[first], direct[first]
     group_start = np.ones(len(tracks), bool)
     group_start[1:] = (tracks[1:] != tracks[:-1]) | (key[1:] != key[:-1])
     starts = np.flatnonzero(group_start)
     scores = np.add.reduceat(weight, starts)
+    direct_scores = np.add.reduceat(weight * direct, starts)  # breaks ties between neighbouring bins
     counts = np.diff(np.append(starts, len(tracks)))
-    best = int(np.argmax(scores))
+    best = int(np.lexsort((direct_scores, scores))[-1])
     best_track = int(tracks[starts[best]])
     other = scores[tracks[starts] != best_track]
     offset = float(key[starts[best]] * hop_s + query_times_s[-1])

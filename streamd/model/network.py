@@ -24,6 +24,7 @@ works on per-hop feature vectors and is recomputed over the window (it is small)
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass, fields
 
@@ -125,6 +126,26 @@ class ConvBlock(nn.Module):
         return F.max_pool2d(F.relu(self.bn(self.conv(x))), self.pool)
 
 
+class FusedConvBlock(nn.Module):
+    """Inference form of a :class:`ConvBlock`: batch norm folded into the convolution and the ReLU
+    moved after the max-pool (both monotone), so the widest tensor is touched twice, not four times.
+    Same function as the block in eval mode, up to float rounding."""
+
+    def __init__(self, block: ConvBlock):
+        super().__init__()
+        conv, bn = block.conv, block.bn
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        self.conv = nn.Conv2d(conv.in_channels, conv.out_channels, 3, padding=conv.padding, stride=conv.stride, bias=True)
+        with torch.no_grad():
+            self.conv.weight.copy_(conv.weight * scale[:, None, None, None])
+            self.conv.bias.copy_(bn.bias - bn.running_mean * scale)
+        self.conv.to(conv.weight.dtype)
+        self.pool = block.pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(F.max_pool2d(self.conv(x), self.pool))
+
+
 class HashNet(nn.Module):
     """Trunk + per-hop level features + recurrent hash head. See the module docstring."""
 
@@ -218,6 +239,12 @@ class HashNet(nn.Module):
         if self.classifier is None:
             raise RuntimeError("this network has no classifier (n_classes=0)")
         return self.classifier(codes)
+
+    def fused_for_inference(self) -> HashNet:
+        """An eval-mode copy whose conv blocks have batch norm folded in (see FusedConvBlock)."""
+        fused = copy.deepcopy(self).eval()
+        fused.blocks = nn.ModuleList(FusedConvBlock(block) if isinstance(block, ConvBlock) else block for block in fused.blocks)
+        return fused
 
     # --- whole windows -----------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ class ViewConfig:
     codec_prob: float = 0.5
     codec_copies: int = 2
     degrade_prob: float = 0.8
+    compress_prob: float = 0.25  # the multiband compressor is the costliest on-the-fly step
     min_strength: float = 0.2
     max_strength: float = 1.0
     crossfade_prob: float = 0.5
@@ -158,6 +159,7 @@ class ViewMaker:
                 rng,
                 float(rng.uniform(cfg.min_strength, cfg.max_strength)),
                 kinds=[k for k in degrade.STEPS if k not in ("speed", "codec")],
+                probabilities={"compress": cfg.compress_prob},
             )
             backgrounds = [self.audio.clean(int(rng.integers(len(self.groups))))]
             query = degrade.apply(query, SAMPLE_RATE, chain, backgrounds=backgrounds)

@@ -83,8 +83,9 @@ class Replica:
 
     @classmethod
     def from_config(cls, config: Config, catalog: str | None = None) -> Replica:
+        block_ms = int(min(1000.0, config.redis.socket_timeout_s * 500))  # a blocking read must not time out
         return cls(lambda: connect(config.redis), catalog or config.store.catalog, settings_from_config(config),
-                   top_k=config.store.top_k)
+                   top_k=config.store.top_k, block_ms=max(10, block_ms))
 
     # --- lifecycle -------------------------------------------------------------------------
 

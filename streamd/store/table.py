@@ -59,11 +59,14 @@ class CodeTable:
 
     def __init__(self, bits: int, settings: SearchSettings, planes: np.ndarray, offsets: np.ndarray,
                  n_rows: int, live: np.ndarray, track_ids: list[str | None],
-                 track_rows: dict[str, tuple[int, int, int]], track_meta: dict[str, dict[str, str]]):
+                 track_rows: dict[str, tuple[int, int, int]], track_meta: dict[str, dict[str, str]],
+                 buffer_end: list[int] | None = None):
         self.bits = bits
         self.settings = settings
         self._planes = planes  # (W, capacity); rows >= n_rows may be written by newer snapshots
         self._offsets = offsets  # (capacity,)
+        self._buffer_end = buffer_end or [n_rows]  # shared by the snapshots of one buffer: rows in use
+        self._buffer_end[0] = n_rows
         self.n_rows = n_rows
         self.live = live
         self.track_ids = track_ids  # by track index; None for removed tracks
@@ -123,13 +126,15 @@ class CodeTable:
                 track_ids[index] = None
                 live[start:stop] = -1
         n_new = sum(len(t.codes) for t in added)
-        planes, offsets = self._planes, self._offsets
-        if self.n_rows + n_new > planes.shape[1]:
+        planes, offsets, buffer_end = self._planes, self._offsets, self._buffer_end
+        # Append in place only past every row a snapshot of this buffer uses; else copy.
+        if self.n_rows + n_new > planes.shape[1] or buffer_end[0] != self.n_rows:
             capacity = max(2 * planes.shape[1], self.n_rows + n_new)
             planes = np.empty((planes.shape[0], capacity), dtype=planes.dtype)
             planes[:, : self.n_rows] = self._planes[:, : self.n_rows]
             offsets = np.empty(capacity, dtype=np.float32)
             offsets[: self.n_rows] = self._offsets[: self.n_rows]
+            buffer_end = None
         live = np.concatenate([live, np.empty(n_new, dtype=np.int32)])
         row = self.n_rows
         for track in added:
@@ -137,7 +142,8 @@ class CodeTable:
             track_rows[track.track_id] = (len(track_ids), start, row)
             track_ids.append(track.track_id)
             track_meta[track.track_id] = dict(track.info)
-        table = CodeTable(self.bits, self.settings, planes, offsets, row, live, track_ids, track_rows, track_meta)
+        table = CodeTable(self.bits, self.settings, planes, offsets, row, live, track_ids, track_rows, track_meta,
+                          buffer_end)
         if table._needs_rebuild(self.base_rows):
             return table.compacted()
         table.base, table.base_rows = self.base, self.base_rows

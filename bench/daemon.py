@@ -1,0 +1,137 @@
+"""How many streams one process holds in real time at the 48-frame (1.024 s) hop, and where the time goes.
+
+In-process feed (isolates the daemon's compute from Kafka): N synthetic streams (tones + noise, 12 kHz
+s16le chunks of 512 ms, encoded with the protocol) are pre-encoded; each round the chunks of one hop
+of every stream are stamped with the current wall clock, decoded (``protocol.decode``), pushed to the
+front end, and the ready hops encoded (streaming model, batched), searched (one batched call on a
+catalog of random codes) and decided (tracker). Per round we time every stage; a stream count is
+held in real time when a round (one hop of every stream) takes less than the hop.
+
+    .venv/bin/python bench/daemon.py --streams 100,300,1000 --rounds 8 [--model test]
+
+``--model test`` uses the test fingerprinter (tests/daemon_doubles.py) as a cheap peer that shows
+the pipeline's own overhead (front end, search, tracker, Python) without the network.
+Delay = wall clock at decision - capture time of the newest sample of the hop (what
+``streamd_decision_delay_seconds`` measures), so it includes waiting for the round's other streams.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from streamd import protocol  # noqa: E402
+from streamd.config import load_config  # noqa: E402
+from streamd.daemon.pipeline import TableSearcher, pipeline_from_config  # noqa: E402
+from streamd.store.catalog import Track  # noqa: E402
+from streamd.store.table import CodeTable, SearchSettings  # noqa: E402
+
+SR = 12000
+CHUNK = 6144  # 512 ms: two chunks per hop (a hop is 12288 samples)
+
+
+def synthetic_audio(seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    freqs = rng.uniform(100, 3000, 4)
+    x = sum(np.sin(2 * np.pi * f * t * (1 + 0.01 * np.sin(t))) for f in freqs) / 4
+    return (0.3 * x + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def random_catalog(bits: int, tracks: int, codes_per_track: int) -> TableSearcher:
+    rng = np.random.default_rng(0)
+    rows = [Track(f"t{i}", rng.integers(0, 256, (codes_per_track, bits // 8), dtype=np.uint8),
+                  (np.arange(1, codes_per_track + 1) * 1.024).astype(np.float32)) for i in range(tracks)]  # fmt: skip
+    return TableSearcher(CodeTable.build(bits, rows, SearchSettings()), name="bench")
+
+
+def run(n_streams: int, rounds: int, fp, searcher) -> dict:
+    config = load_config()
+    pipeline = pipeline_from_config(config, fp, searcher, shed_lag_s=np.inf, max_lag_s=np.inf)
+    pipeline.keep_delays = True
+    audio = synthetic_audio(40.0, 1)
+    ids = [f"s{i:05d}" for i in range(n_streams)]
+    # Warm-up: 29 s of audio per stream so that the rings are full (not timed).
+    start = int(time.time() * 1000) - 30_000
+    warm_chunks = 29 * SR // CHUNK
+    for c in range(warm_chunks):
+        block = audio[c * CHUNK : (c + 1) * CHUNK]
+        chunks = [protocol.decode(*protocol.encode(sid, block, SR, c, start + c * 512)[:3]) for sid in ids]
+        pipeline.push(chunks, warm=True)
+    pipeline.drain()
+    pipeline.delays.clear()
+    totals = dict(decode=0.0, frontend=0.0, model=0.0, search=0.0, decision=0.0, round=0.0)
+    seq = warm_chunks
+    for r in range(rounds):
+        records = []
+        for _ in range(2):  # two 512 ms chunks = one hop
+            block = audio[(seq % 70) * CHUNK : (seq % 70 + 1) * CHUNK]
+            records += [protocol.encode(sid, block, SR, seq, 0) for sid in ids]
+            seq += 1
+        t0 = time.perf_counter()
+        now_ms = int(time.time() * 1000)
+        chunks = []
+        for i, rec in enumerate(records):  # stamp as just captured
+            k = i // n_streams
+            headers = [(h, v) if h != "ts" else ("ts", str(now_ms - (2 - k) * 512).encode()) for h, v in rec.headers]
+            chunks.append(protocol.decode(rec.key, rec.value, headers))
+        t1 = time.perf_counter()
+        pipeline.push(chunks)
+        t2 = time.perf_counter()
+        stats = []
+        while pipeline.bank.ready(pipeline.hop):
+            pipeline.step()
+            stats.append(pipeline.last_round)
+        t3 = time.perf_counter()
+        if r == 0:
+            continue  # first timed round includes lazy initialisation
+        totals["decode"] += t1 - t0
+        totals["frontend"] += t2 - t1 + sum(s.frontend_s for s in stats)
+        totals["model"] += sum(s.model_s for s in stats)
+        totals["search"] += sum(s.search_s for s in stats)
+        totals["decision"] += sum(s.decision_s for s in stats)
+        totals["round"] += t3 - t0
+    n = rounds - 1
+    delays = np.asarray(pipeline.delays)
+    out = {k: v / n for k, v in totals.items()}
+    out.update(streams=n_streams, p50=float(np.percentile(delays, 50)), p99=float(np.percentile(delays, 99)),
+               rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # fmt: skip
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", default="100,300,1000")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--model", choices=("shipped", "test"), default="shipped")
+    parser.add_argument("--catalog-tracks", type=int, default=200)
+    args = parser.parse_args()
+    if args.model == "test":
+        from daemon_doubles import ProjectionFingerprinter
+
+        fp = ProjectionFingerprinter()
+    else:
+        from streamd.model import load_fingerprinter
+
+        fp = load_fingerprinter(load_config().model)
+    searcher = random_catalog(fp.bits, args.catalog_tracks, 200)
+    print(f"model {fp.version}; catalog {args.catalog_tracks * 200} random codes; load {os.getloadavg()[0]:.1f}; "
+          f"hop 1.024 s")  # fmt: skip
+    print("streams | round s | decode | frontend | model | search | decision | real time? | p50 delay s | p99 delay s | max RSS MB")
+    for n in (int(s) for s in args.streams.split(",")):
+        r = run(n, args.rounds, fp, searcher)
+        print(f"{n} | {r['round']:.3f} | {r['decode']:.3f} | {r['frontend']:.3f} | {r['model']:.3f} | "
+              f"{r['search']:.3f} | {r['decision']:.3f} | {'yes' if r['round'] < 1.024 else 'no'} | "
+              f"{r['p50']:.2f} | {r['p99']:.2f} | {r['rss_mb']:.0f}", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

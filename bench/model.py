@@ -1,0 +1,139 @@
+"""Hash-model inference throughput: real-time streams per 2-core CPU at the daemon's 1.024 s hop.
+
+For each model variant, in one run:
+- incremental: ``StreamingEncoder.advance`` over B streams per call (the daemon's path): the
+  trunk sees 48 new frames + 2 cached columns per block, the recurrent head its 27-step ring;
+- full window: ``net(windows)`` over B 1366-frame windows, what a daemon without the
+  streaming cache would run every hop;
+and the analytic cost (parameters, MFLOP per hop and per full window).
+
+Each stream needs one stream-hop of compute per 1.024 s, so the streams one CPU holds in real time
+= B × 1.024 s / (seconds per call of B streams). The best of ``--repeats`` calls is reported.
+
+    .venv/bin/python bench/model.py [--threads 2] [--batch 1024] [--repeats 5] [--weights models/streamd-hash64.safetensors]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import replace
+
+import torch
+
+from streamd.model.api import Fingerprinter, load_weights_file
+from streamd.model.network import ArchConfig, HashNet
+
+HOP_S = 48 * 256 / 12000
+
+
+def conv_mflop(arch: ArchConfig, time_columns_in: int) -> float:
+    """Multiply-adds ×2 of the conv trunk for an input of ``time_columns_in`` frames."""
+    total, t = 0.0, time_columns_in
+    bins = arch.n_mels
+    for b in range(len(arch.widths)):
+        c_in, c_out = arch.channels(b), arch.channels(b + 1)
+        out_bins = (bins - 1) // arch.freq_strides[b] + 1
+        total += 2 * 9 * c_in * c_out * out_bins * (t - 2)
+        bins, t = out_bins // arch.freq_pools[b], (t - 2) // arch.time_pools[b]
+    return total / 1e6
+
+
+def head_mflop(arch: ArchConfig) -> float:
+    levels, steps = len(arch.levels), arch.n_steps
+    lstm1 = 2 * 4 * arch.lstm1_hidden * (arch.feature_dim + arch.lstm1_hidden) * steps * levels
+    lstm2 = 2 * 4 * arch.lstm2_hidden * (arch.lstm1_hidden + arch.lstm2_hidden) * levels
+    return (lstm1 + lstm2 + 2 * arch.lstm2_hidden * arch.bits) / 1e6
+
+
+def projection_mflop_per_hop(arch: ArchConfig) -> float:
+    return sum(2 * arch.channels(level) * arch.common_freq * arch.feature_dim for level in arch.levels) / 1e6
+
+
+def cost(arch: ArchConfig) -> dict[str, float]:
+    per_hop_trunk = sum(
+        2 * 9 * arch.channels(b) * arch.channels(b + 1) * ((arch.freq_bins(b) - 1) // arch.freq_strides[b] + 1) * arch.columns_per_hop(b + 1) * arch.time_pools[b]
+        for b in range(len(arch.widths))
+    ) / 1e6
+    net = HashNet(arch)
+    return {
+        "params": sum(p.numel() for p in net.parameters()),
+        "trunk_mflop_per_hop": round(per_hop_trunk, 2),
+        "head_mflop_per_hop": round(head_mflop(arch) + projection_mflop_per_hop(arch), 2),
+        "mflop_per_stream_hop": round(per_hop_trunk + head_mflop(arch) + projection_mflop_per_hop(arch), 2),
+        "mflop_full_window": round(conv_mflop(arch, arch.input_frames) + head_mflop(arch) + arch.n_steps * projection_mflop_per_hop(arch), 1),
+    }
+
+
+def _time(fn, repeats: int) -> float:
+    fn()  # warm-up (allocations, oneDNN primitive cache)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def measure(fp: Fingerprinter, batch: int, repeats: int, full_batch: int) -> dict[str, float]:
+    arch = fp.arch
+    encoder = fp.streaming(batch)
+    slots = torch.arange(batch)
+    frames = torch.randn(batch, arch.n_mels, arch.hop_frames) * 3 - 6
+    incremental = _time(lambda: encoder.advance(slots, frames), repeats)
+    windows = torch.randn(full_batch, arch.n_mels, arch.window_frames) * 3 - 6
+    full = _time(lambda: fp.codes_for_logmel(windows), max(1, repeats // 2))
+    return {
+        "incremental_ms_per_call": round(incremental * 1e3, 1),
+        "incremental_us_per_stream_hop": round(incremental / batch * 1e6, 1),
+        "incremental_streams": int(batch * HOP_S / incremental),
+        "full_window_ms_per_stream_hop": round(full / full_batch * 1e3, 2),
+        "full_window_streams": int(full_batch * HOP_S / full),
+        "speedup": round((full / full_batch) / (incremental / batch), 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=1024, help="streams per advance() call")
+    parser.add_argument("--full-batch", type=int, default=64, help="windows per full-window call")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--weights", default="models/streamd-hash64.safetensors")
+    parser.add_argument("--json", default="")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    default = ArchConfig()
+    variants: dict[str, Fingerprinter] = {}
+    try:
+        variants["shipped (fused)"] = load_weights_file(args.weights)
+    except Exception as exc:  # no weights yet: measure the same architecture untrained
+        print(f"(no weights: {exc}; using an untrained default model)")
+        variants["default (fused)"] = Fingerprinter(HashNet(default))
+    variants["default, unfused BN"] = Fingerprinter(HashNet(default), fuse=False)
+    paper_widths = replace(default, widths=(32, 64, 128, 128, 256), freq_strides=(1, 1, 1, 1, 1), freq_pools=(2, 2, 2, 3, 4))
+    variants["peer: paper-width FCN-5 32-64-128-128-256"] = Fingerprinter(HashNet(paper_widths))
+
+    rows = []
+    for name, fp in variants.items():
+        row = {"model": name, **cost(fp.arch), **measure(fp, args.batch, args.repeats, args.full_batch)}
+        rows.append(row)
+        print(json.dumps(row))
+    header = ("model", "params", "mflop_per_stream_hop", "mflop_full_window", "incremental_us_per_stream_hop",
+              "incremental_streams", "full_window_streams", "speedup")
+    print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
+          f"batch {args.batch} streams per call, hop {HOP_S:.3f} s")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(str(row[h]) for h in header) + " |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"threads": args.threads, "batch": args.batch, "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

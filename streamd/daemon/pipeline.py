@@ -1,0 +1,439 @@
+"""The recognition pipeline without Kafka: protocol chunks in, play events out.
+
+    chunks → FrontendBank (per-stream 29 s log-mel rings)
+           → StreamingEncoder (one hop per ready stream, batched over all of them)
+           → catalog search (ONE batched call per round)
+           → Tracker (temporal consistency + hysteresis) → play events
+
+The daemon (:mod:`streamd.daemon.runner`) feeds it what it polls from Kafka; ``streamd recognize``
+feeds it one file cut into chunks. Both get the same decisions for the same audio.
+
+Times. Inside, a stream's times are epoch seconds of capture (the chunks' ``ts``), so they stay
+valid across buffer resets, restarts and consumer handovers. Events report *stream time*: seconds
+since the stream's epoch, the capture time of the first chunk streamd ever saw of it (kept with the
+stream's state, :mod:`streamd.daemon.state`), plus wall-clock fields. The stream time of a hop is
+the end of the window its code summarises, as for catalog offsets: after frame count ``e`` of the
+stream's current buffer generation it is ``start_ts + e · hop_length / sample_rate``.
+
+Warm-up. A stream can be told to *resume after* a time (:meth:`Pipeline.resume_after`): hops that
+end before it only advance the encoder (no search, no decision), so the encoder and the 29 s buffer
+are full when decisions resume at the point where the previous owner of the stream stopped.
+
+Load shedding (docs/daemon.md). A hop whose end is more than ``shed_lag_s`` behind the wall clock
+is *thinned*: every other such hop of a stream is encoded (the encoder must see every hop to stay
+exact) but neither searched nor decided; the tracker tolerates missing hops. Chunks older than
+``max_lag_s`` are dropped before the front end (the stream's buffer restarts at the next fresh
+chunk). Both are counted in ``streamd_shed_total``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from streamd import events as event_docs
+from streamd.config import Config, FrontendConfig
+from streamd.daemon import state as stream_state
+from streamd.decision import ENDED, STARTED, DecisionParams, Play, PlayEvent, Tracker
+from streamd.frontend import FrontendBank
+from streamd.metrics import Metrics, observe_many
+from streamd.protocol import Chunk
+
+WAVE_S = 8.0  # audio per stream pushed before the ready hops are drained (ring holds 29 s)
+
+
+class Searcher(Protocol):
+    """What the pipeline needs of a catalog: a local replica, or a table in memory (tests, tools)."""
+
+    catalog_name: str
+
+    @property
+    def version(self) -> int: ...
+
+    def search(self, codes: np.ndarray, k: int | None = None) -> Any: ...
+
+    def track_info(self, track_id: str) -> dict[str, str]: ...
+
+
+class TableSearcher:
+    """A :class:`~streamd.store.table.CodeTable` in memory behind the :class:`Searcher` interface."""
+
+    def __init__(self, table: Any, name: str = "memory", version: int = 1, top_k: int = 10):
+        self.table, self.catalog_name, self._version, self.top_k = table, name, version, top_k
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def search(self, codes: np.ndarray, k: int | None = None) -> Any:
+        return self.table.search(codes, k or self.top_k)
+
+    def track_info(self, track_id: str) -> dict[str, str]:
+        return dict(self.table.track_meta.get(track_id, {}))
+
+
+@dataclasses.dataclass
+class StreamInfo:
+    """What the pipeline keeps per stream besides the front end, encoder slot and tracker state."""
+
+    epoch_ms: float  # stream time 0 (capture time of the first chunk ever seen)
+    slot: int
+    generation: int = 0
+    hops: int = 0  # hops encoded since the stream came to this pipeline
+    resume_after_s: float = float("-inf")  # hops ending at or before this only warm up the encoder
+    newest_ts_ms: float = 0.0  # capture end of the newest chunk pushed
+    dirty: bool = True  # state changed since it was last saved
+
+
+@dataclasses.dataclass
+class Decision:
+    """A tracker decision with the event document built for it."""
+
+    event: PlayEvent
+    document: dict[str, Any]
+
+
+@dataclasses.dataclass
+class RoundStats:
+    """What one round cost (for metrics and the benchmark)."""
+
+    hops: int = 0
+    decided: int = 0
+    thinned: int = 0
+    frontend_s: float = 0.0
+    model_s: float = 0.0
+    search_s: float = 0.0
+    decision_s: float = 0.0
+
+
+class Pipeline:
+    """Front end + streaming encoder + search + tracker for many streams; see the module docstring.
+
+    Not thread-safe: one caller feeds it. ``clock`` gives the wall time (epoch seconds) for lag
+    and delay; ``metrics`` (optional) is fed as work happens.
+    """
+
+    def __init__(
+        self,
+        fingerprinter: Any,
+        searcher: Searcher,
+        params: DecisionParams,
+        frontend: FrontendConfig | None = None,
+        *,
+        top_k: int = 10,
+        max_batch: int = 4096,
+        initial_slots: int = 64,
+        shed_lag_s: float = float("inf"),
+        max_lag_s: float = float("inf"),
+        id_quantum_s: float = 10.0,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.fp = fingerprinter
+        self.searcher = searcher
+        self.params = params
+        self.bank = FrontendBank(frontend)
+        self.tracker = Tracker(params)
+        self.top_k = top_k
+        self.max_batch = max_batch
+        self.shed_lag_s = shed_lag_s
+        self.max_lag_s = max_lag_s
+        self.id_quantum_s = id_quantum_s
+        self.metrics = metrics
+        self.clock = clock
+        self.hop = fingerprinter.hop_frames
+        mel = self.bank.params
+        self.hop_ms = 1000.0 * mel.hop_length / mel.sample_rate  # one mel frame
+        self.streams: dict[str, StreamInfo] = {}
+        self.encoder = fingerprinter.streaming(initial_slots)
+        self._free_slots = list(range(initial_slots - 1, -1, -1))
+        self._counters = dict(self.bank.counters)
+        self.last_round = RoundStats()
+        self.delays: list[float] = []  # capture → decision delay of every decided hop (bench reads it)
+        self.keep_delays = False
+
+    # --- streams -----------------------------------------------------------------------------
+
+    def _slot(self) -> int:
+        if not self._free_slots:
+            self._grow(2 * self.encoder.max_streams)
+        return self._free_slots.pop()
+
+    def _grow(self, capacity: int) -> None:
+        """Move every slot's encoder state into an encoder with ``capacity`` slots."""
+        old = self.encoder
+        new = self.fp.streaming(capacity)
+        n = old.max_streams
+        with torch.inference_mode():
+            for dst, src in zip(new.block_cache, old.block_cache, strict=True):
+                dst[:n] = src
+            new.ring[:n] = old.ring
+            new.head_index[:n] = old.head_index
+        self.encoder = new
+        self._free_slots = list(range(capacity - 1, n - 1, -1)) + self._free_slots
+
+    def _info(self, chunk: Chunk) -> StreamInfo:
+        info = self.streams.get(chunk.stream_id)
+        if info is None:
+            info = StreamInfo(epoch_ms=float(chunk.ts_ms), slot=self._slot())
+            self.encoder.reset(info.slot)
+            self.streams[chunk.stream_id] = info
+        return info
+
+    def resume_after(self, stream_id: str, until_s: float) -> None:
+        """Hops of ``stream_id`` ending at or before ``until_s`` (epoch s) only warm up the encoder."""
+        info = self.streams.get(stream_id)
+        if info is not None:
+            info.resume_after_s = max(info.resume_after_s, until_s)
+
+    def restore(self, document: dict[str, Any]) -> None:
+        """Take over a stream from its state document (:mod:`streamd.daemon.state`): its epoch, open
+        plays and hop clock; hops up to the last decided one only warm up the encoder."""
+        sid = document["stream_id"]
+        if sid in self.streams:
+            return
+        info = StreamInfo(epoch_ms=float(document["epoch_ms"]), slot=self._slot(), dirty=False)
+        self.encoder.reset(info.slot)
+        if document.get("last_t") is not None:
+            info.resume_after_s = float(document["last_t"])
+        self.streams[sid] = info
+        stream_state.restore_stream(self.tracker, document)
+
+    def export(self, stream_id: str) -> dict[str, Any]:
+        """The state document of a stream, and mark it saved."""
+        info = self.streams[stream_id]
+        info.dirty = False
+        return stream_state.export_stream(self.tracker, stream_id, info.epoch_ms)
+
+    def forget(self, stream_ids: Iterable[str]) -> None:
+        """Drop streams without ending their plays (they moved to another consumer, or shutdown)."""
+        for sid in stream_ids:
+            info = self.streams.pop(sid, None)
+            if info is None:
+                continue
+            self.bank.remove(sid)
+            self.tracker._streams.pop(sid, None)  # no events: the stream's next owner continues its plays
+            self._free_slots.append(info.slot)
+            if self.metrics is not None:
+                self.metrics.forget_stream(sid)
+
+    # --- feeding -----------------------------------------------------------------------------
+
+    def push(self, chunks: Sequence[Chunk], warm: bool = False) -> None:
+        """Give chunks (any streams, each stream's in order) to the front end; no model work.
+
+        ``warm``: these chunks were already processed by an earlier owner of their streams; their
+        hops only warm up the encoder (see :meth:`resume_after`).
+        """
+        now_ms = self.clock() * 1000.0
+        fresh = []
+        for chunk in chunks:
+            end_ms = chunk.ts_ms + chunk.duration_s * 1000.0
+            if not warm and now_ms - end_ms > self.max_lag_s * 1000.0:
+                if self.metrics is not None:
+                    self.metrics.shed.labels("chunks").inc()
+                continue
+            info = self._info(chunk)
+            info.newest_ts_ms = max(info.newest_ts_ms, end_ms)
+            if warm:
+                info.resume_after_s = max(info.resume_after_s, end_ms / 1000.0)
+            fresh.append(chunk)
+        self.bank.push(fresh)
+        self._count_frontend()
+
+    def feed(self, chunks: Sequence[Chunk], warm: bool = False) -> list[Decision]:
+        """Push ``chunks`` in waves of at most ``WAVE_S`` per stream, draining the ready hops after
+        each wave, so that no stream's backlog outgrows its 29 s ring however much arrives at once."""
+        decisions: list[Decision] = []
+        for wave in _waves(chunks, WAVE_S):
+            self.push(wave, warm)
+            decisions += self.drain()
+        return decisions
+
+    def drain(self) -> list[Decision]:
+        """Run rounds until no stream has a whole hop of new frames."""
+        decisions: list[Decision] = []
+        while True:
+            ready = self.bank.ready(self.hop)
+            if not ready:
+                return decisions
+            decisions += self.step(ready)
+
+    # --- one round ---------------------------------------------------------------------------
+
+    def step(self, ready: Sequence[str] | None = None) -> list[Decision]:
+        """One hop of every stream in ``ready`` (default: all with a hop ready): encode, search, decide."""
+        ready = list(self.bank.ready(self.hop) if ready is None else ready)
+        stats = RoundStats()
+        self.last_round = stats
+        if not ready:
+            return []
+        m = self.metrics
+        if m is not None:
+            m.backlog.set(sum(self.bank.new_frame_count(s) // self.hop for s in ready))
+        now = self.clock()
+        decisions: list[Decision] = []
+        for lo in range(0, len(ready), self.max_batch):
+            decisions += self._batch(ready[lo : lo + self.max_batch], now, stats)
+        if m is not None:
+            m.active_streams.set(len(self.streams))
+            m.open_plays.set(self.tracker.n_open_plays)
+        return decisions
+
+    def _batch(self, ids: list[str], now: float, stats: RoundStats) -> list[Decision]:
+        m = self.metrics
+        bank, streams = self.bank, self.streams
+        t0 = time.perf_counter()
+        for sid in ids:  # a buffer reset (long gap) restarts the stream's encoder from silence
+            info = streams[sid]
+            generation = bank.generation(sid)
+            if generation != info.generation:
+                info.generation = generation
+                self.encoder.reset(info.slot)
+        frames = bank.take_hop(ids, self.hop)
+        slots = torch.tensor([streams[sid].slot for sid in ids], dtype=torch.long)
+        times = np.empty(len(ids))
+        fill = np.empty(len(ids))
+        for row, sid in enumerate(ids):
+            state = bank.stream(sid)
+            times[row] = (state.start_ts_ms + state.taken * self.hop_ms) / 1000.0
+            fill[row] = min(1.0, state.taken / bank.window_frames)
+        t1 = time.perf_counter()
+        codes = self.encoder.advance(slots, torch.from_numpy(frames))
+        t2 = time.perf_counter()
+        stats.frontend_s += t1 - t0
+        stats.model_s += t2 - t1
+        stats.hops += len(ids)
+
+        # Which hops are decided: not warm-up, and not thinned away under load.
+        decide = np.ones(len(ids), dtype=bool)
+        for row, sid in enumerate(ids):
+            info = streams[sid]
+            info.hops += 1
+            if times[row] <= info.resume_after_s:
+                decide[row] = False
+            elif now - times[row] > self.shed_lag_s and info.hops % 2:
+                decide[row] = False
+                stats.thinned += 1
+        if m is not None:
+            m.hops.inc(len(ids))
+            m.batch_size.observe(len(ids))
+            m.inference_seconds.observe(t2 - t1)
+            observe_many(m.buffer_fill, fill)
+            if stats.thinned:
+                m.shed.labels("hops").inc(stats.thinned)
+        rows = np.flatnonzero(decide)
+        if rows.size == 0:
+            return []
+        hits = self.searcher.search(codes[rows], self.top_k)
+        t3 = time.perf_counter()
+        chosen = [ids[r] for r in rows]
+        found = self.tracker.update(chosen, times[rows], hits.track_ids, hits.offsets, hits.distances)
+        decided_at = self.clock()
+        for sid in chosen:
+            streams[sid].dirty = True
+        decisions = [Decision(e, self.document(e, decided_at)) for e in found]
+        t4 = time.perf_counter()
+        stats.search_s += t3 - t2
+        stats.decision_s += t4 - t3
+        stats.decided += len(rows)
+        delays = decided_at - times[rows]  # capture of the hop's newest audio → decision
+        if self.keep_delays:
+            self.delays.extend(delays.tolist())
+        if m is not None:
+            m.lookup_seconds.observe(t3 - t2)
+            observe_many(m.decision_delay, delays)
+            for d in decisions:
+                m.play_event(d.event.type, d.event.play.stream_id, d.event.play.confidence)
+        return decisions
+
+    # --- events ------------------------------------------------------------------------------
+
+    def document(self, event: PlayEvent, decided_at_s: float | None = None) -> dict[str, Any]:
+        """The event document of a decision: stream times relative to the stream's epoch."""
+        play = event.play
+        info = self.streams.get(play.stream_id)
+        epoch_ms = info.epoch_ms if info is not None else 0.0
+        shifted = shift_play(play, -epoch_ms / 1000.0)
+        return event_docs.build_event(
+            PlayEvent(event.type, shifted),
+            stream_epoch_ms=epoch_ms,
+            model_version=self.fp.version,
+            catalog_name=self.searcher.catalog_name,
+            catalog_version=self.searcher.version,
+            track=self.searcher.track_info(str(play.track_id)),
+            detected_at_ms=None if decided_at_s is None else int(decided_at_s * 1000),
+            id_quantum_s=self.id_quantum_s,
+        )
+
+    def end_all(self) -> list[Decision]:
+        """End every open play (end of input for ``recognize``; a daemon hands plays over instead)."""
+        now = self.clock()
+        return [Decision(e, self.document(e, now)) for e in self.tracker.flush_all()]
+
+    # --- counters ----------------------------------------------------------------------------
+
+    def _count_frontend(self) -> None:
+        counters, last = self.bank.counters, self._counters
+        m = self.metrics
+        if m is not None:
+            for name, value in counters.items():
+                delta = value - last.get(name, 0)
+                if delta <= 0:
+                    continue
+                if name == "invalid":
+                    m.chunk_errors.labels("invalid").inc(delta)
+                elif name in ("duplicate", "late", "seq_gap", "ts_jump", "ts_backward", "seq_restart", "gap_reset"):
+                    m.discontinuity(name, delta)
+                elif name == "frames_skipped":
+                    m.shed.labels("hops").inc(delta // self.hop)
+        self._counters = dict(counters)
+
+
+def shift_play(play: Play, by_s: float) -> Play:
+    """``play`` with every time moved by ``by_s`` seconds (epoch seconds → stream time)."""
+    return dataclasses.replace(
+        play,
+        start_s=play.start_s + by_s,
+        end_s=None if play.end_s is None else play.end_s + by_s,
+        origin_s=play.origin_s + by_s,
+        first_hit_s=play.first_hit_s + by_s,
+        last_hit_s=play.last_hit_s + by_s,
+        detected_s=play.detected_s + by_s,
+    )
+
+
+def _waves(chunks: Sequence[Chunk], wave_s: float) -> list[list[Chunk]]:
+    """Split chunks into consecutive groups holding at most ``wave_s`` of audio of any one stream."""
+    waves: list[list[Chunk]] = [[]]
+    seconds: dict[str, float] = defaultdict(float)
+    for chunk in chunks:
+        if seconds[chunk.stream_id] + chunk.duration_s > wave_s and seconds[chunk.stream_id] > 0:
+            waves.append([])
+            seconds.clear()
+        seconds[chunk.stream_id] += chunk.duration_s
+        waves[-1].append(chunk)
+    return [w for w in waves if w]
+
+
+def pipeline_from_config(config: Config, fingerprinter: Any, searcher: Searcher, **overrides: Any) -> Pipeline:
+    """A :class:`Pipeline` with the thresholds, batch size and shedding limits of ``config``."""
+    d = config.daemon
+    options: dict[str, Any] = dict(
+        top_k=config.store.top_k,
+        max_batch=config.model.max_batch,
+        shed_lag_s=d.shed_lag_s,
+        max_lag_s=d.max_lag_s,
+        id_quantum_s=d.event_id_quantum_s,
+    )
+    options.update(overrides)
+    return Pipeline(fingerprinter, searcher, DecisionParams.from_config(config), config.frontend, **options)
+
+
+__all__ = ["ENDED", "STARTED", "Decision", "Pipeline", "Searcher", "TableSearcher", "pipeline_from_config"]

@@ -1,0 +1,75 @@
+"""A stand-in fingerprinter for the daemon tests: exact streaming, cheap, and good enough on clean audio.
+
+It has the interface the pipeline and the indexer use (``bits``, ``hop_frames``, ``window_frames``,
+``version``, ``codes_for_audio``, ``streaming``). A code is the sign of a fixed random projection of
+the newest ``HOPS`` per-hop spectra (mean log-mel of each 48-frame hop, minus its mean over the mel
+bands). It exercises the daemon's mechanics (Kafka, hand-over, warm-up, delivery) independently of
+how far the real model's training is; recognition quality of the shipped model is tested with the
+real weights (tests/test_daemon.py::test_end_to_end_real_model).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from streamd.melspec import offline_logmel
+from streamd.store.codes import pack_bits
+
+HOPS = 4
+LOG_FLOOR = float(np.log(1e-6))
+
+
+def _hop_spectra(frames: np.ndarray) -> np.ndarray:
+    """(B, 96, hops*48) log-mel → (B, hops, 96) per-hop spectra without their level."""
+    b, n_mels, t = frames.shape
+    spectra = frames.reshape(b, n_mels, t // 48, 48).mean(axis=-1).transpose(0, 2, 1)
+    return spectra - spectra.mean(axis=-1, keepdims=True)
+
+
+class ProjectionFingerprinter:
+    hop_frames = 48
+    window_frames = 1366
+    bits = 64
+    version = "test-projection-1"
+
+    def __init__(self, seed: int = 0):
+        self.projection = np.random.default_rng(seed).standard_normal((HOPS * 96, self.bits)).astype(np.float32)
+
+    def codes_from_spectra(self, spectra: np.ndarray) -> np.ndarray:
+        """(B, HOPS, 96) → packed codes (B, 8)."""
+        return pack_bits(spectra.reshape(len(spectra), -1) @ self.projection > 0)
+
+    def codes_for_audio(self, audio_12k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logmel = offline_logmel(torch.from_numpy(np.asarray(audio_12k, np.float32))).numpy()
+        n = logmel.shape[1] // 48
+        silence = np.full((96, 48 * (HOPS - 1)), LOG_FLOOR, np.float32)
+        spectra = _hop_spectra(np.concatenate([silence, logmel[:, : n * 48]], axis=1)[None])[0]
+        windows = np.stack([spectra[i : i + HOPS] for i in range(n)]) if n else np.zeros((0, HOPS, 96))
+        return self.codes_from_spectra(windows), np.arange(1, n + 1) * 48 * 256 / 12000
+
+    def streaming(self, max_streams: int) -> ProjectionStreaming:
+        return ProjectionStreaming(self, max_streams)
+
+
+class ProjectionStreaming:
+    """Per slot, the newest HOPS hop spectra (a shift register)."""
+
+    def __init__(self, fp: ProjectionFingerprinter, max_streams: int):
+        self.fp = fp
+        self.max_streams = max_streams
+        self.block_cache: list[torch.Tensor] = []
+        silent = _hop_spectra(np.full((1, 96, 48), LOG_FLOOR, np.float32))[0, 0]
+        self._silent = torch.from_numpy(silent)
+        self.ring = self._silent.repeat(max_streams, HOPS, 1)
+        self.head_index = torch.zeros(max_streams, dtype=torch.long)
+
+    def reset(self, slots) -> None:
+        self.ring[torch.as_tensor(slots, dtype=torch.long).reshape(-1)] = self._silent
+
+    def advance(self, slots: torch.Tensor, new_frames: torch.Tensor) -> np.ndarray:
+        slots = torch.as_tensor(slots, dtype=torch.long).reshape(-1)
+        spectra = torch.from_numpy(_hop_spectra(np.asarray(new_frames, dtype=np.float32)))
+        window = torch.cat([self.ring[slots, 1:], spectra], dim=1)
+        self.ring[slots] = window
+        return self.fp.codes_from_spectra(window.numpy())
