@@ -239,7 +239,7 @@ def markdown(exact_rows: list[dict], mih_rows: list[dict], redis_rows: list[dict
         for r in exact_rows:
             lines.append(f"| {r['n']:,} | {r['threads']} | {r['ours_ms']:.1f} | {r['faiss_ms']:.1f} | "
                          f"{r['faiss_ms'] / r['ours_ms']:.1f}× | {r['ours_gcmp']:.2f} | {r['faiss_gcmp']:.2f} | "
-                         f"{r.get('numpy_ms', float('nan')):.0f} |")
+                         f"{format(r['numpy_ms'], '.0f') if 'numpy_ms' in r else '-'} |")
         lines.append("")
     if mih_rows:
         lines += [f"MIH vs our exact scan, {args.mih_threads} thread(s), {BATCH} queries, top-{K}:", "",

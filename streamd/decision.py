@@ -23,6 +23,7 @@ of the window its code summarises, the same convention as catalog offsets.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -268,6 +269,7 @@ class Tracker:
         self._max_distance = p.max_distance_ratio * p.code_bits
         self._score_scale = 2.0 / p.code_bits
         self._end_gap = (p.end_after_misses - 0.5) * p.hop_s
+        self._merge_radius = 2.0 * p.align_tol_s
 
     @property
     def n_streams(self) -> int:
@@ -384,18 +386,32 @@ class Tracker:
             else:
                 by_track[tid] = [entry]
 
-        # Open plays claim first, then older hypotheses; each match supports one hypothesis.
+        # Open plays claim first, then older hypotheses; each match supports one hypothesis. A
+        # hypothesis whose line has come within the merge radius of an earlier one of the same
+        # track is a duplicate of it (it fed on the neighbours of that one's hits) and dies.
         predictions: dict[Any, list[float]] = {}
-        for group in (state.plays, state.candidates):
-            for h in group:
-                h.hit = False
-                entries = by_track.get(h.track)
-                if entries:
-                    predicted = self._claim(h, t, entries)
-                    if h.track in predictions:
-                        predictions[h.track].append(predicted)
-                    else:
-                        predictions[h.track] = [predicted]
+        radius = self._merge_radius
+        for h in state.plays:
+            h.hit = False
+            entries = by_track.get(h.track)
+            if entries:
+                predicted = h.predict(t, p)
+                self._claim(h, t, entries, predicted)
+                predictions.setdefault(h.track, []).append(predicted)
+        for h in state.candidates:
+            h.hit = False
+            entries = by_track.get(h.track)
+            if entries:
+                predicted = h.predict(t, p)
+                others = predictions.get(h.track)
+                if others is None:
+                    predictions[h.track] = [predicted]
+                elif any(abs(predicted - o) <= radius for o in others):
+                    h.expires = -math.inf
+                    continue
+                else:
+                    others.append(predicted)
+                self._claim(h, t, entries, predicted)
 
         if state.plays:
             for h in [h for h in state.plays if not h.hit and t - h.t_last > self._end_gap]:
@@ -431,7 +447,7 @@ class Tracker:
         p = self.params
         return (min(max(p.candidate_max_misses, n), p.end_after_misses) + 0.5) * p.hop_s
 
-    def _claim(self, h: _Hypothesis, t: float, entries: list[list[Any]]) -> float:
+    def _claim(self, h: _Hypothesis, t: float, entries: list[list[Any]], predicted: float) -> None:
         """Give ``h`` the best unclaimed match of its track that lands on the offset it predicts.
 
         Best = smallest distance among the matches whose offset advanced since the previous hit.
@@ -441,7 +457,6 @@ class Tracker:
         tolerance (wider than a hop) would otherwise accept as a hit.
         """
         p = self.params
-        predicted = h.predict(t, p)
         tolerance = p.align_tol_s + p.speed_tol * (t - h.t_last)
         min_offset = h.o_last + 0.5 * (t - h.t_last)
         best = None
@@ -462,7 +477,6 @@ class Tracker:
             stuck[2] = True
             h.keep_alive(t, stuck[0])
             h.expires = t + self._patience(h.n)
-        return predicted
 
     def _spawn(
         self,
@@ -473,11 +487,12 @@ class Tracker:
     ) -> None:
         """Unclaimed matches start new hypotheses, one per track and alignment.
 
-        A match near the offset an existing hypothesis of its track predicts (within twice the
-        tolerance) is a neighbour of that hypothesis' hit (adjacent catalog offsets have similar
-        codes), not a new alignment; letting it start a parallel hypothesis would split plays.
+        A match near the offset an existing hypothesis of its track predicts (within the merge
+        radius, twice the tolerance) is a neighbour of that hypothesis' hit (adjacent catalog
+        offsets have similar codes), not a new alignment; letting it start a parallel hypothesis
+        would split plays.
         """
-        radius = 2.0 * self.params.align_tol_s
+        radius = self._merge_radius
         scale = self._score_scale
         expires = t + self._patience(1)
         for tid, entries in by_track.items():

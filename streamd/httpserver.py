@@ -20,7 +20,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streamd.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,17 @@ class OpsServer:
         self.ready_checks = dict(ready_checks or {})
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        metrics: Callable[[], tuple[bytes, str]],
+        ready_checks: Mapping[str, Callable[[], bool]] | None = None,
+    ) -> OpsServer:
+        """A server on ``daemon.http_host:http_port`` with a heartbeat of ``daemon.health_stall_s``."""
+        d = config.daemon
+        return cls(d.http_host, d.http_port, metrics, Heartbeat(d.health_stall_s), ready_checks)
 
     @property
     def port(self) -> int:

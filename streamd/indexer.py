@@ -18,10 +18,10 @@ import concurrent.futures as cf
 import csv
 import functools
 import hashlib
-import itertools
 import multiprocessing
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -271,8 +271,8 @@ def encode_file(job: Job, encoder: Encoder) -> Encoded | Failure:
 def _encode_all(jobs: Sequence[Job], encoder: Encoder, encoder_factory: Callable[[], Encoder],
                 workers: int) -> Iterator[Encoded | Failure]:
     """Results in completion order. With workers, a worker that dies (a decoder crash on a
-    corrupt file) breaks the pool: the files then in flight are retried once in a new pool, and
-    a file that breaks it again is reported as failed."""
+    corrupt file) breaks the pool and every file then in flight: those files are retried one at
+    a time in a new pool, so that only the file that crashes on its own is reported."""
     if workers <= 1:
         for job in jobs:
             yield encode_file(job, encoder)
@@ -285,12 +285,16 @@ def _encode_all(jobs: Sequence[Job], encoder: Encoder, encoder_factory: Callable
                                       initargs=(encoder_factory, torch_threads))
 
     queue = iter(jobs)
-    retried: set[Path] = set()
+    suspects: deque[Job] = deque()
     pool = new_pool()
     pending: dict[cf.Future, Job] = {}
     try:
         while True:
-            while len(pending) < 2 * workers:  # bounded in flight: memory
+            isolating = bool(suspects)
+            if isolating and not pending:
+                job = suspects.popleft()
+                pending[pool.submit(_encode_in_worker, job)] = job
+            while not isolating and len(pending) < 2 * workers:  # bounded in flight: memory
                 job = next(queue, None)
                 if job is None:
                     break
@@ -308,16 +312,14 @@ def _encode_all(jobs: Sequence[Job], encoder: Encoder, encoder_factory: Callable
                 except Exception as exc:  # e.g. an unpicklable result
                     yield Failure(str(job.path), f"worker error: {type(exc).__name__}: {exc}")
             if crashed:
-                crashed += pending.values()  # everything in flight died with the pool
+                in_flight = crashed + list(pending.values())
                 pending.clear()
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = new_pool()
-                again = [j for j in crashed if j.path not in retried]
-                for job in crashed:
-                    if job.path in retried:
-                        yield Failure(str(job.path), "the decoding process crashed on this file")
-                retried.update(j.path for j in again)
-                queue = itertools.chain(again, queue)
+                if isolating:
+                    yield Failure(str(in_flight[0].path), "the decoding process crashed on this file")
+                else:
+                    suspects.extend(in_flight)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 

@@ -219,3 +219,24 @@ def test_params_come_from_the_config():
     assert params.hop_s == pytest.approx(48 * 256 / 12000) and params.code_bits == 64
     defaults = DecisionParams.from_config(load_config(environ={}))
     assert defaults == DecisionParams()
+
+
+def test_plays_are_not_split_when_chance_matches_of_the_same_track_are_everywhere():
+    """20 tracks and k = 50: each hop brings 2.5 chance matches of every track, some of them near a
+    playing track's line; they must not grow into a parallel hypothesis that splits the play."""
+    catalog = SyntheticCatalog(n_tracks=20, n_codes=1_000_000, seed=1)
+    rng = np.random.default_rng(14)
+    segments, t = [], 20.0
+    for i in range(100):
+        track = i % 20
+        segments.append(Segment(track, t, t + 100.0, track_offset_s=float(rng.uniform(0, 20)),
+                                speed=float(rng.uniform(0.97, 1.03)), hit_prob=0.9))  # fmt: skip
+        t += 130.0
+    m = catalog.matches(rng, hop_times(0.0, t), segments, k=50)
+    plays = decide(m.times, m.track_ids, m.offsets, m.distances)
+    per_segment = [
+        [p for p in plays if p.track_id == catalog.track_ids[s.track] and p.start_s < s.end_s and p.end_s > s.start_s]
+        for s in segments
+    ]
+    assert [len(found) for found in per_segment] == [1] * len(segments)
+    assert len(plays) <= len(segments) + 1  # at most one chance play in ~1 h of chance-heavy gaps

@@ -91,9 +91,9 @@ def test_anything_else_is_404_or_405(parts):
 
 
 def test_binds_the_configured_address_and_stops_cleanly():
-    config = load_config(overrides={"daemon.http_port": 0}, environ={})
-    server = OpsServer(config.daemon.http_host, config.daemon.http_port, Metrics(process=False).render,
-                       Heartbeat(config.daemon.health_stall_s))  # fmt: skip
+    config = load_config(overrides={"daemon.http_port": 0, "daemon.health_stall_s": 5}, environ={})
+    server = OpsServer.from_config(config, Metrics(process=False).render)
+    assert server.heartbeat.max_stall_s == 5.0
     server.start()
     assert server.start() is server  # starting twice is harmless
     port = server.port

@@ -17,6 +17,8 @@ TS_JUMP = "ts_jump"
 TS_BACKWARD = "ts_backward"
 SEQ_RESTART = "seq_restart"
 
+_NO_GAP = {event: (event, 0.0) for event in (IN_ORDER, DUPLICATE, LATE, TS_BACKWARD)}  # no allocation
+
 RECENT_SEQS = 64  # how many accepted sequence numbers are remembered to recognise duplicates
 _RECENT_MASK = (1 << RECENT_SEQS) - 1
 
@@ -61,8 +63,8 @@ class ChunkOrder:
             if gap_ms > self.jitter_ms:
                 return TS_JUMP, gap_ms / 1000.0
             if gap_ms < -self.jitter_ms:
-                return TS_BACKWARD, 0.0
-            return IN_ORDER, 0.0
+                return _NO_GAP[TS_BACKWARD]
+            return _NO_GAP[IN_ORDER]
         if seq > expected:
             if gap_ms < -self.jitter_ms:
                 gap_ms = (seq - expected) * self.last_duration_ms
@@ -71,8 +73,8 @@ class ChunkOrder:
             return SEQ_RESTART, gap_ms / 1000.0
         age = expected - 1 - seq
         if age < RECENT_SEQS and (self.recent >> age) & 1:
-            return DUPLICATE, 0.0
-        return LATE, 0.0
+            return _NO_GAP[DUPLICATE]
+        return _NO_GAP[LATE]
 
     def advance(self, seq: int, ts_ms: int, duration_ms: float) -> None:
         """Record that the chunk ``seq`` was accepted; the next one is expected right after it."""

@@ -10,12 +10,12 @@ from streamd.store.catalog import Catalog, CatalogInfo
 
 
 def _when(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp else "-"
+    return dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M") if timestamp else "-"
 
 
 def catalogs_table(infos: list[CatalogInfo]) -> Table:
-    table = Table(Column("catalog", overflow="fold"), "tracks", "codes", "bits", "model", "version", "generation",
-                  "updated", box=None)  # catalog names are folded, never cut
+    table = Table(Column("catalog", overflow="fold"), "tracks", "codes", "bits", Column("model", overflow="fold"),
+                  "version", "generation", Column("updated", no_wrap=True), box=None)  # names are folded, never cut
     for info in infos:
         served = info.served
         generation = str(info.generation) + (f" (building {info.building})" if info.building else "")
@@ -41,7 +41,7 @@ def catalog_details(catalog: Catalog, info: CatalogInfo, limit: int) -> list[str
                      f"{info.rebuild.tracks} tracks so far")
     ids = catalog.track_ids(info.generation)
     if ids and limit:
-        table = Table("track", "title", "artist", "duration", "codes", box=None)
+        table = Table(Column("track", overflow="fold"), "title", "artist", "duration", "codes", box=None)
         for track_id in ids[:limit]:
             meta = catalog.track_info(info.generation, track_id)
             duration = float(meta.get("duration_s", 0) or 0)
