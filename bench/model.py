@@ -122,11 +122,14 @@ def main() -> None:
     default = ArchConfig()
     variants: dict[str, Fingerprinter] = {}
     try:
-        variants["shipped (fused)"] = load_weights_file(args.weights)
+        variants["shipped (BN folded, channels-last)"] = load_weights_file(args.weights)
     except Exception as exc:  # no weights yet: measure the same architecture untrained
         print(f"(no weights: {exc}; using an untrained default model)")
-        variants["default (fused)"] = Fingerprinter(HashNet(default))
-    variants["default, unfused BN"] = Fingerprinter(HashNet(default), fuse=False)
+        variants["default untrained (BN folded, channels-last)"] = Fingerprinter(HashNet(default))
+    nchw = Fingerprinter(HashNet(default))
+    nchw.net = HashNet(default).fused_for_inference(channels_last=False)
+    variants["default, BN folded, NCHW layout"] = nchw
+    variants["default, unfused BN, NCHW layout"] = Fingerprinter(HashNet(default), fuse=False)
     paper_widths = replace(default, widths=(32, 64, 128, 128, 256), freq_strides=(1, 1, 1, 1, 1), freq_pools=(2, 2, 2, 3, 4))
     variants["peer: paper-width FCN-5 32-64-128-128-256"] = Fingerprinter(HashNet(paper_widths))
 

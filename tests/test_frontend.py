@@ -247,6 +247,7 @@ def test_short_seq_gap_is_filled_with_silence_and_the_late_chunk_dropped():
         "in_order": 2,
         "seq_gap": 1,
         "gap_filled": 1,
+        "gap_filled_ms": 100,
         "late": 1,
     }
 
@@ -303,7 +304,8 @@ def test_capture_time_jump_without_seq_gap(jump_ms, expect):
     else:
         assert_frames_match(after, reference(mono12k(parts[2], parts[3])), exact=True)
         assert bank.generation("s") == 1
-    assert nonzero(bank.counters) == {"stream_start": 1, "in_order": 2, "ts_jump": 1, expect: 1}
+    filled = {"gap_filled_ms": jump_ms} if expect == "gap_filled" else {}
+    assert nonzero(bank.counters) == {"stream_start": 1, "in_order": 2, "ts_jump": 1, expect: 1, **filled}
 
 
 def test_capture_time_going_back_keeps_the_audio_contiguous():
@@ -331,7 +333,13 @@ def test_restarted_producer_numbering_is_a_restart_not_late_chunks():
     assert_frames_match(
         got, reference(mono12k(parts[0], parts[1], parts[2], silence, parts[3], parts[4])), exact=True
     )
-    assert nonzero(bank.counters) == {"stream_start": 1, "in_order": 3, "seq_restart": 1, "gap_filled": 1}
+    assert nonzero(bank.counters) == {
+        "stream_start": 1,
+        "in_order": 3,
+        "seq_restart": 1,
+        "gap_filled": 1,
+        "gap_filled_ms": 1000,
+    }
 
 
 def test_sample_rate_change_flushes_the_resampler_and_keeps_frames_continuous():
@@ -393,6 +401,7 @@ def test_invalid_chunks_are_counted_and_skipped():
         "invalid": 7,
         "seq_gap": 1,
         "gap_filled": 1,
+        "gap_filled_ms": 100,
     }
 
 

@@ -43,6 +43,7 @@ COUNTER_NAMES = (
     "empty",
     "invalid",
     "frames_skipped",
+    "gap_filled_ms",
 )
 _DROP_EVENTS = frozenset((continuity.DUPLICATE, continuity.LATE))
 _INTEGER_FORMATS = frozenset(("s16le",))
@@ -192,6 +193,7 @@ class FrontendBank:
         """Fill a short gap with silence at the stream's current rate; restart after a long one."""
         if gap_s <= self.config.max_gap_fill_s:
             self.counters["gap_filled"] += 1
+            self.counters["gap_filled_ms"] += round(gap_s * 1000.0)
             silence = np.zeros(round(gap_s * state.sample_rate), dtype=np.float32)
             audio = silence if state.resampler is None else state.resampler.resample_chunk(silence)
             if audio.shape[0]:

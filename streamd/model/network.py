@@ -127,11 +127,12 @@ class ConvBlock(nn.Module):
 
 
 class FusedConvBlock(nn.Module):
-    """Inference form of a :class:`ConvBlock`: batch norm folded into the convolution and the ReLU
-    moved after the max-pool (both monotone), so the widest tensor is touched twice, not four times.
-    Same function as the block in eval mode, up to float rounding."""
+    """Inference form of a :class:`ConvBlock`: batch norm folded into the convolution, the ReLU
+    moved after the max-pool (both monotone), and channels-last memory layout, for which oneDNN's
+    small-channel convolutions and max-pool are 1.5-3× faster on CPU (bench/model.py). Same
+    function as the block in eval mode, up to float rounding."""
 
-    def __init__(self, block: ConvBlock):
+    def __init__(self, block: ConvBlock, channels_last: bool = True):
         super().__init__()
         conv, bn = block.conv, block.bn
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
@@ -141,9 +142,11 @@ class FusedConvBlock(nn.Module):
             self.conv.bias.copy_(bn.bias - bn.running_mean * scale)
         self.conv.to(conv.weight.dtype)
         self.pool = block.pool
+        self.layout = torch.channels_last if channels_last else torch.contiguous_format
+        self.conv.to(memory_format=self.layout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(F.max_pool2d(self.conv(x), self.pool))
+        return F.relu(F.max_pool2d(self.conv(x.contiguous(memory_format=self.layout)), self.pool))
 
 
 class HashNet(nn.Module):
@@ -240,10 +243,12 @@ class HashNet(nn.Module):
             raise RuntimeError("this network has no classifier (n_classes=0)")
         return self.classifier(codes)
 
-    def fused_for_inference(self) -> HashNet:
+    def fused_for_inference(self, channels_last: bool = True) -> HashNet:
         """An eval-mode copy whose conv blocks have batch norm folded in (see FusedConvBlock)."""
         fused = copy.deepcopy(self).eval()
-        fused.blocks = nn.ModuleList(FusedConvBlock(block) if isinstance(block, ConvBlock) else block for block in fused.blocks)
+        fused.blocks = nn.ModuleList(
+            FusedConvBlock(block, channels_last) if isinstance(block, ConvBlock) else block for block in fused.blocks
+        )
         return fused
 
     # --- whole windows -----------------------------------------------------------------------
