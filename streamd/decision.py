@@ -24,7 +24,7 @@ of the window its code summarises, the same convention as catalog offsets.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -555,8 +555,3 @@ def decide(
         tracker._step(stream_id, t, tids, offs, ds, events)
     events.extend(tracker.flush(stream_id))
     return sorted((e.play for e in events if e.type == ENDED), key=lambda play: play.start_s)
-
-
-def ended_plays(events: Iterable[PlayEvent]) -> list[Play]:
-    """The finished plays among ``events``."""
-    return [e.play for e in events if e.type == ENDED]

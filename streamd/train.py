@@ -92,11 +92,12 @@ def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Short runs that differ only in the loss, for the ablation in docs/model.md.
-    "ablation-ce": {"name": "ablation-ce", "steps": 600, "export": "", "loss": {"contrastive": 0.0, "quantisation": 0.0, "balance": 0.0}},
-    "ablation-ce-contrastive": {"name": "ablation-ce-contrastive", "steps": 600, "export": "", "loss": {"quantisation": 0.0, "balance": 0.0}},
-    "ablation-full": {"name": "ablation-full", "steps": 600, "export": ""},
-    "ablation-contrastive-quant": {"name": "ablation-contrastive-quant", "steps": 600, "export": "", "loss": {"cross_entropy": 0.0}},
+    # Short runs that differ only in the loss, for the ablation in docs/model.md (one torch thread,
+    # so they can run beside the main run; no export to models/).
+    "ablation-ce": {"name": "ablation-ce", "loss": {"contrastive": 0.0, "quantisation": 0.0, "balance": 0.0}},
+    "ablation-ce-contrastive": {"name": "ablation-ce-contrastive", "loss": {"quantisation": 0.0, "balance": 0.0}},
+    "ablation-full": {"name": "ablation-full"},
+    "ablation-contrastive-quant": {"name": "ablation-contrastive-quant", "loss": {"cross_entropy": 0.0}},
 }
 
 
@@ -117,7 +118,7 @@ def load_train_config(path: str | Path | None = None, preset: str | None = None)
     if preset:
         if preset not in PRESETS:
             raise StreamdError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
-        data = _merge(data, PRESETS[preset])
+        data = _merge(data, {"steps": 500, "val_every": 250, "threads": 1, "export": "", "warmup_steps": 100, **PRESETS[preset]})
     return train_config_from_dict(data)
 
 
