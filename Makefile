@@ -20,11 +20,16 @@ DEBS := redis-server:redis-server ffmpeg:ffmpeg espeak-ng:espeak-ng sox:sox prom
 
 .PHONY: help deps venv corpus services-up services-down services-status test test-slow demo lint
 .PHONY: deploy-tools
+.PHONY: experiments experiments-quick
+.PHONY: soak soak-ci
 
 help:
 	@echo "make demo            start Kafka + Redis, index a demo catalog, run the daemon on 3 simulated stations"
 	@echo "make test            everything a fresh machine needs, then the default test suite"
 	@echo "make test-slow       the long tests (-m slow)"
+	@echo "make soak-ci         2-minute soak: 100 streams through a daemon (bench/soak.py --ci)"
+	@echo "make experiments     the paper's experiments, full size (hours on 2 cores; docs/experiments.md)"
+	@echo "make experiments-quick  the same pipeline on a tiny subset (~1 min, numbers not meaningful)"
 	@echo "make deps | venv | corpus | services-up | services-down | services-status | lint"
 
 deps:
@@ -103,3 +108,19 @@ demo: deps venv corpus services-up
 
 lint: venv
 	$(VENV)/bin/ruff check streamd tests bench
+
+# The paper's experiments (docs/experiments.md): tables into docs/experiments.md, plots into docs/img/.
+# Resumable: run the same command again after a stop. The full run first makes the decoded-audio
+# cache and the training tracks' codec copies that `streamd train` uses (idempotent).
+experiments: venv corpus
+	$(PY) -m streamd.dataset --codec-copies
+	$(STREAMD) experiments --publish $(EXPERIMENTS_ARGS)
+
+experiments-quick: venv corpus
+	$(STREAMD) experiments --quick --publish $(EXPERIMENTS_ARGS)
+
+soak-ci: deps venv corpus services-up
+	$(PY) bench/soak.py --ci --streams 100
+
+soak: deps venv corpus services-up
+	$(PY) bench/soak.py --streams 500 --duration 3600

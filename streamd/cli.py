@@ -55,11 +55,39 @@ def main() -> None:
     try:
         app()
     except (ConfigError, StreamdError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        _error(str(exc))
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except Exception as exc:  # not a streamd error: one line still; STREAMD_DEBUG=1 shows the traceback
+        import os
+
+        if os.environ.get("STREAMD_DEBUG"):
+            raise
+        _error(_unexpected(exc))
+        sys.exit(1)
+
+
+def _error(message: str) -> None:
+    """Print ``error: message`` as exactly one line, with any URL password masked."""
+    from rich.markup import escape
+
+    from streamd.logs import Redactor
+
+    line = " ".join(Redactor()(message).split())
+    err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
+def _unexpected(exc: Exception) -> str:
+    """A one-line description of an error streamd did not anticipate (unreachable servers first)."""
+    import redis
+
+    if isinstance(exc, redis.AuthenticationError | redis.ResponseError):  # AuthenticationError is a ConnectionError
+        return f"Redis refused the request (check redis.username / redis.password and the ACL): {exc}"
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return f"cannot reach Redis (redis.url): {exc}"
+    return f"{type(exc).__name__}: {exc} (unexpected; run with STREAMD_DEBUG=1 for the traceback)"
 
 
 def _todo(what: str) -> None:
@@ -310,9 +338,32 @@ def eval_(
     config = get_config(model__weights=str(weights) if weights else None)
     fp = load_fingerprinter(config.model)
     report = evaluate(fp, cfg=EvalConfig(queries=queries, strength=strength, seed=seed))
-    Console().print(format_table(report))
+    Console(width=None if sys.stdout.isatty() else 140).print(format_table(report))
     if json_out:
         write_json(report, json_out)
+
+
+@app.command()
+def experiments(
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny pipeline check (minutes, numbers not meaningful).")] = False,
+    only: Annotated[list[str] | None, typer.Option("--only", help="fig4, fig5, fig6 or bits (repeatable; default all).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default runs/experiments[-quick]).")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", help="Trained model whose trunk is used.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="Torch threads (default 1 quick, 2 full).")] = None,
+    publish: Annotated[bool, typer.Option("--publish", help="Write tables into docs/experiments.md and plots into docs/img/.")] = False,
+) -> None:
+    """Reproduce the paper's experiments: RNN variants, feature maps, hash layer vs KSH/ITQ/LSH, code length."""
+    from dataclasses import replace
+
+    from streamd.experiments.runner import FULL, QUICK, STAGES, run_suite
+
+    cfg = QUICK if quick else FULL
+    if weights is not None:
+        cfg = replace(cfg, weights=str(weights))
+    if threads is not None:
+        cfg = replace(cfg, threads=threads)
+    run_suite(cfg, out or Path("runs") / ("experiments-quick" if quick else "experiments"), tuple(only or STAGES),
+              publish_to=Path("docs") if publish else None)
 
 
 @app.command()

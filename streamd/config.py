@@ -154,13 +154,21 @@ class Config:
     services: ServicesConfig = field(default_factory=ServicesConfig)
 
     def redacted(self) -> dict[str, dict[str, Any]]:
-        """The configuration as plain dicts, with secrets replaced, safe to log."""
+        """The configuration as plain dicts, with secrets replaced, safe to log: secret fields and
+        the password part of any URL (``rediss://user:password@host``)."""
+        from streamd.logs import Redactor
+
+        mask_url_password = Redactor()
         out: dict[str, dict[str, Any]] = {}
         for section in dataclasses.fields(self):
             values = {}
             for f in dataclasses.fields(_section_type(section.name)):
                 value = getattr(getattr(self, section.name), f.name)
-                values[f.name] = "***" if f.metadata.get("secret") and value else value
+                if f.metadata.get("secret") and value:
+                    value = "***"
+                elif isinstance(value, str) and "://" in value:
+                    value = mask_url_password(value)
+                values[f.name] = value
             out[section.name] = values
         return out
 
@@ -219,6 +227,13 @@ def _env_overrides(environ: typing.Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML parse error on one line: what is wrong and where (PyYAML's own message spans lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
 def default_config_path() -> Path | None:
     env = os.environ.get("STREAMD_CONFIG")
     if env:
@@ -245,7 +260,7 @@ def load_config(
         try:
             document = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+            raise ConfigError(f"config file {path} is not valid YAML: {yaml_problem(exc)}") from None
         if not isinstance(document, dict):
             raise ConfigError(f"config file {path}: top level must be a mapping of sections")
         for section, values in document.items():

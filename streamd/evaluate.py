@@ -11,6 +11,9 @@ first 3/5/10/29 s of the same excerpt: the codes of the hops whose window ends i
 Degraded queries run the whole query through ``degrade.random_chain(strength)`` (noise,
 background music, speech, MP3/AAC, EQ, reverb, speed, gain, compression).
 
+Silent windows: hops whose newest 3 s hold less than 2 s of sound (``informative_hops``) are
+neither indexed nor searched — their codes look alike for every track.
+
 Matching: Hamming top-k per hop + temporal-consistency voting (:mod:`streamd.model.matching`).
 ``top1`` = the best-voted track is the right one (no threshold). ``hit@thr`` = right track AND
 score above the threshold that keeps false accepts at ``far_target`` on non-catalog music.
@@ -38,7 +41,7 @@ import torch
 from streamd import degrade
 from streamd.dataset import SAMPLE_RATE, Split, Track, load_audio, load_split
 from streamd.melspec import offline_logmel
-from streamd.model.api import Fingerprinter
+from streamd.model.api import Fingerprinter, informative_hops
 from streamd.model.hashing import pack_bits
 from streamd.model.matching import hamming_topk, vote
 
@@ -66,12 +69,13 @@ class Catalog:
 
 
 def build_catalog(fp: Fingerprinter, tracks: tuple[Track, ...]) -> Catalog:
+    """Codes of every informative hop of every track (silent windows are not indexed)."""
     codes, labels, offsets = [], [], []
     for i, track in enumerate(tracks):
-        c, o = fp.codes_for_audio(load_audio(track))
-        codes.append(c)
-        labels.append(np.full(len(c), i))
-        offsets.append(o)
+        c, o, keep = track_codes(fp, load_audio(track))
+        codes.append(c[keep])
+        labels.append(np.full(int(keep.sum()), i))
+        offsets.append(o[keep])
     return Catalog(np.concatenate(codes), np.concatenate(labels), np.concatenate(offsets), [t.track_id for t in tracks])
 
 
@@ -85,9 +89,12 @@ class Query:
     chain: str
 
 
-def track_codes(fp: Fingerprinter, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    relaxed, ends = fp.relaxed_for_track_logmel(offline_logmel(torch.from_numpy(np.ascontiguousarray(audio, np.float32)), fp.mel))
-    return pack_bits(relaxed), ends
+def track_codes(fp: Fingerprinter, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes, window-end times in s, informative mask) for every hop of ``audio``."""
+    logmel = offline_logmel(torch.from_numpy(np.ascontiguousarray(audio, np.float32)), fp.mel)
+    relaxed, ends = fp.relaxed_for_track_logmel(logmel)
+    keep = informative_hops(logmel, np.arange(1, len(ends) + 1) * fp.hop_frames)
+    return pack_bits(relaxed), ends, keep
 
 
 def make_query(fp: Fingerprinter, rng: np.random.Generator, catalog_audio: list[np.ndarray], index: int,
@@ -115,8 +122,8 @@ def make_query(fp: Fingerprinter, rng: np.random.Generator, catalog_audio: list[
         query = degrade.apply(query, SAMPLE_RATE, chain, backgrounds=backgrounds)
         speed, chain_text = chain.speed_factor, chain.describe()
         excerpt_at /= speed
-    codes, ends = track_codes(fp, query)
-    inside = ends > excerpt_at
+    codes, ends, keep = track_codes(fp, query)
+    inside = (ends > excerpt_at) & keep
     return Query(index, start_s, speed, codes[inside], ends[inside] - excerpt_at, chain_text)
 
 
@@ -143,12 +150,14 @@ def negative_scores(fp: Fingerprinter, catalog: Catalog, tracks: tuple[Track, ..
         audio = load_audio(track)
         if degraded:
             audio = degrade.apply(audio, SAMPLE_RATE, degrade.random_chain(rng, cfg.strength).without("speed"))
-        codes, ends = track_codes(fp, audio)
+        codes, ends, keep = track_codes(fp, audio)
         index, distance = hamming_topk(catalog.codes, codes, cfg.top_k)
         for d in cfg.durations:
             m = max(1, int(d / fp.hop_s))
             for j in range(m - 1, len(codes)):
-                sl = slice(j - m + 1, j + 1)
+                sl = np.arange(j - m + 1, j + 1)[keep[j - m + 1 : j + 1]]
+                if len(sl) == 0:
+                    continue  # dead air: no decision is taken
                 match = _decide(catalog, codes[sl], ends[sl], fp.hop_s, cfg, fp.bits, (index[sl], distance[sl]))
                 scores[d].append(match.score)
     return {d: np.asarray(v) for d, v in scores.items()}

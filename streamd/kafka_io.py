@@ -36,15 +36,41 @@ class KafkaUnavailableError(StreamdError):
     """No broker answered at ``kafka.bootstrap_servers``."""
 
 
+class _BootstrapLog(logging.Handler):
+    """Keeps kafka-python's warnings while a client bootstraps: the only place that says *why* it
+    failed (it raises a bare timeout, whether the broker is down or refused our login)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _bootstrap_failure(kafka: KafkaConfig, messages: list[str], exc: Exception) -> str:
+    text = "\n".join(messages)
+    servers = kafka.bootstrap_servers
+    if "SaslAuthenticationFailed" in text or "Authentication failed" in text:
+        return (f"the Kafka broker at {servers} refused the SASL login of user {kafka.sasl_username!r}: authentication "
+                f"failed (check kafka.sasl_username, kafka.sasl_password, kafka.sasl_mechanism={kafka.sasl_mechanism})")
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return (f"the TLS certificate of the Kafka broker at {servers} is not trusted: set kafka.ssl_cafile to the CA "
+                "that signed it")
+    return (f"no Kafka broker answers at {servers} (kafka.bootstrap_servers, kafka.security_protocol="
+            f"{kafka.security_protocol}); for the local one run `streamd services up` ({exc})")
+
+
 def _connect(factory: Any, config: Config | KafkaConfig, *args: Any, **options: Any) -> Any:
+    watcher = _BootstrapLog()
+    kafka_logger = logging.getLogger("kafka")
+    kafka_logger.addHandler(watcher)
     try:
         return factory(*args, **options)
     except KafkaTimeoutError as exc:  # kafka-python 3: "Unable to bootstrap from ..."
-        servers = _kafka_section(config).bootstrap_servers
-        raise KafkaUnavailableError(
-            f"no Kafka broker answers at {servers} (kafka.bootstrap_servers); "
-            f"for the local one run `streamd services up` ({exc})"
-        ) from None
+        raise KafkaUnavailableError(_bootstrap_failure(_kafka_section(config), watcher.messages, exc)) from None
+    finally:
+        kafka_logger.removeHandler(watcher)
 
 
 def _kafka_section(config: Config | KafkaConfig) -> KafkaConfig:

@@ -25,6 +25,7 @@ FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
 MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 384_000
 MAX_CHANNELS = 32
+MAX_INT_HEADER = 2**63 - 1  # seq and ts must fit in a signed 64-bit integer (floats, numpy, JSON downstream)
 REQUIRED_HEADERS = ("v", "sr", "ch", "fmt", "seq", "ts")
 S16_SCALE = 32768.0  # s16 value k <-> float k / 32768, so every s16 value round-trips exactly
 
@@ -191,11 +192,11 @@ def decode(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, 
     if not 1 <= channels <= MAX_CHANNELS:
         raise ProtocolError("bad_channels", f"stream {stream_id}: ch={channels}; allowed 1..{MAX_CHANNELS}")
     seq = _int_header(by_name, "seq")
-    if seq < 0:
-        raise ProtocolError("bad_seq", f"stream {stream_id}: seq={seq} is negative")
+    if not 0 <= seq <= MAX_INT_HEADER:
+        raise ProtocolError("bad_seq", f"stream {stream_id}: seq={seq} is negative or beyond 64 bits")
     ts_ms = _int_header(by_name, "ts")
-    if ts_ms < 0:
-        raise ProtocolError("bad_timestamp", f"stream {stream_id}: ts={ts_ms} is negative")
+    if not 0 <= ts_ms <= MAX_INT_HEADER:
+        raise ProtocolError("bad_timestamp", f"stream {stream_id}: ts={ts_ms} is negative or beyond 64 bits")
 
     payload = bytes(value) if not isinstance(value, bytes) else value
     size = frame_bytes(fmt, channels)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import yaml
 
+from streamd.config import yaml_problem
 from streamd.dataset import Track, load_split
 from streamd.errors import StreamdError
 from streamd.model import losses
@@ -114,7 +115,10 @@ def load_train_config(path: str | Path | None = None, preset: str | None = None)
         path = Path(path)
         if not path.exists():
             raise StreamdError(f"training config {path} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise StreamdError(f"training config {path} is not valid YAML: {yaml_problem(exc)}") from None
     if preset:
         if preset not in PRESETS:
             raise StreamdError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")

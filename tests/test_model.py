@@ -15,6 +15,7 @@ from streamd.model.hashing import hamming, pack_bits, unpack_bits
 from streamd.model.losses import bit_balance, nt_xent, quantisation
 from streamd.model.network import LOG_FLOOR, ArchConfig, HashNet
 
+
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
     """Tests run beside other jobs on 2 cores; one thread avoids OpenMP spin-waiting under load."""
@@ -209,3 +210,12 @@ def test_fused_inference_form_is_the_same_function():
     windows = _logmel(2, 96, 1366, seed=12, dtype=torch.float64)
     with torch.no_grad():
         assert torch.allclose(net(windows), net.fused_for_inference()(windows), atol=1e-10)
+
+
+def test_informative_hops_skip_silence():
+    from streamd.model.api import informative_hops
+
+    logmel = torch.full((96, 48 * 10), LOG_FLOOR)
+    logmel[:, 48 * 4 :] = -5.0  # sound from hop 4 on
+    ends = np.arange(1, 11) * 48
+    assert informative_hops(logmel, ends).tolist() == [False] * 5 + [True] * 5

@@ -393,6 +393,8 @@ class Pipeline:
                     m.discontinuity(name, delta)
                 elif name == "frames_skipped":
                     m.shed.labels("hops").inc(delta // self.hop)
+                elif name == "gap_filled_ms":
+                    m.gap_fill.inc(delta / 1000.0)
         self._counters = dict(counters)
 
 

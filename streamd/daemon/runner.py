@@ -193,8 +193,13 @@ class Daemon:
         m.commit_lag.set(self.uncommitted)
 
     def _dead_letter(self, record: Any, reason: str) -> None:
-        """A record that is not a chunk: count it and park it, with why, on the dead-letter topic."""
-        self.metrics.chunk_error(reason)
+        """A record that is not a chunk: count it and park it, with why, on the dead-letter topic.
+
+        It also counts for its stream in the top-N view when its key names a stream this daemon
+        has (keys of garbage records must not grow the per-stream table without bound)."""
+        stream_id = record.key.decode("utf-8", errors="replace") if record.key else None
+        known = self.pipeline is not None and stream_id in self.pipeline.streams
+        self.metrics.chunk_error(reason, stream_id=stream_id if known else None)
         self.deadlettered += 1
         headers = [(k, v) for k, v in (record.headers or []) if k not in ("reason", "source")]
         headers += [("reason", reason.encode()), ("source", f"{record.topic}/{record.partition}/{record.offset}".encode())]

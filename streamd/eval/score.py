@@ -54,7 +54,7 @@ _ALIASES = {
     "stream": ("stream_id", "stream"),
     "offset_s": ("offset_s", "track_offset_s"),
     "detected_at_s": ("detected_at_s", "detected_s"),
-    "event_id": ("event_id", "play_id", "id"),
+    "event_id": ("play_id", "event_id", "id"),
     "type": ("type", "event"),
 }
 

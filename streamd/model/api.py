@@ -37,6 +37,27 @@ from streamd.model.streaming import StreamingEncoder
 FORMAT = "streamd-hash/1"
 
 
+ACTIVE_LEVEL = -12.0
+"""A frame is *active* when its mean log-mel exceeds this (digital silence is log(1e-6) = -13.8)."""
+INFORMATIVE_SPAN_FRAMES = 144  # the newest 3 s of a window
+INFORMATIVE_MIN_ACTIVE = 96  # need >= 2 s of sound in them
+
+
+def informative_hops(logmel: np.ndarray | torch.Tensor, ends: np.ndarray) -> np.ndarray:
+    """Which windows carry enough sound to be worth indexing or searching.
+
+    A window ending after ``ends[k]`` frames of ``logmel`` (n_mels, frames) is informative when at
+    least 2 of its newest 3 s of frames are active (not near digital silence). Codes of silent or
+    nearly silent windows (a track's first second, pauses, dead air) look alike for every track,
+    so a catalog should not store them and a query should not vote with them.
+    """
+    level = torch.as_tensor(logmel).float().mean(dim=0).cpu().numpy()
+    active = np.concatenate([[0], np.cumsum(level > ACTIVE_LEVEL)])
+    ends = np.asarray(ends, dtype=np.int64)
+    starts = np.clip(ends - INFORMATIVE_SPAN_FRAMES, 0, None)
+    return (active[np.clip(ends, 0, len(level))] - active[starts]) >= INFORMATIVE_MIN_ACTIVE
+
+
 class ModelLoadError(StreamdError):
     """Weights are missing, not safetensors, or do not match the configuration."""
 
@@ -143,6 +164,12 @@ class Fingerprinter:
         audio = np.asarray(audio_12k, dtype=np.float32).reshape(-1)
         relaxed, offsets = self.relaxed_for_track_logmel(offline_logmel(torch.from_numpy(audio), self.mel))
         return pack_bits(relaxed), offsets
+
+    def informative_for_audio(self, audio_12k: np.ndarray) -> np.ndarray:
+        """(n,) bool per code of :meth:`codes_for_audio`: False for (nearly) silent windows."""
+        logmel = offline_logmel(torch.from_numpy(np.asarray(audio_12k, dtype=np.float32).reshape(-1)), self.mel)
+        n = logmel.shape[-1] // self.hop_frames
+        return informative_hops(logmel, np.arange(1, n + 1) * self.hop_frames)
 
     # --- streams -----------------------------------------------------------------------------
 

@@ -53,6 +53,10 @@ class ArchConfig:
     lstm2_hidden: int = 128
     bits: int = 64
     selection: str = "cosine"  # "cosine" | "none"
+    # Head variants for the paper's comparisons (docs/experiments.md); the defaults are the model.
+    rnn: str = "lstm"  # recurrent unit of both recurrent layers: "lstm" | "gru" | "rnn" (simple RNN)
+    rnn_layers: int = 2  # 2: eqs. 1-2 (RNN1 per map, RNN2 over maps); 1: RNN1 only, its last states concatenated
+    level_mode: str = "sequence"  # "sequence": one map per level; "concat": each hop's level vectors in one map
     input_mean: float = -6.0
     input_std: float = 4.0
 
@@ -65,6 +69,10 @@ class ArchConfig:
             raise ValueError("bits must be 16, 32, 64 or 128")
         if self.selection not in ("cosine", "none"):
             raise ValueError("selection must be 'cosine' or 'none'")
+        if self.rnn not in RECURRENT_UNITS or self.rnn_layers not in (1, 2):
+            raise ValueError(f"rnn must be one of {sorted(RECURRENT_UNITS)} and rnn_layers 1 or 2")
+        if self.level_mode not in ("sequence", "concat"):
+            raise ValueError("level_mode must be 'sequence' or 'concat'")
         if self.input_frames > self.window_frames:
             raise ValueError(f"window_frames {self.window_frames} is shorter than one hop + overhead")
 
@@ -167,9 +175,13 @@ class HashNet(nn.Module):
         n_levels = len(arch.levels)
         self.gate_scale = nn.Parameter(torch.full((n_levels,), 4.0))
         self.gate_bias = nn.Parameter(torch.full((n_levels,), 2.0))
-        self.lstm1 = nn.LSTM(arch.feature_dim, arch.lstm1_hidden, batch_first=True)
-        self.lstm2 = nn.LSTM(arch.lstm1_hidden, arch.lstm2_hidden, batch_first=True)
-        self.hash = nn.Linear(arch.lstm2_hidden, arch.bits)
+        # Named lstm1/lstm2 whatever the unit, so that weights files keep their tensor names.
+        unit = RECURRENT_UNITS[arch.rnn]
+        concat = arch.level_mode == "concat"
+        self.lstm1 = unit(arch.feature_dim * (n_levels if concat else 1), arch.lstm1_hidden, batch_first=True)
+        self.lstm2 = unit(arch.lstm1_hidden, arch.lstm2_hidden, batch_first=True) if arch.rnn_layers == 2 else None
+        embedding = arch.lstm2_hidden if arch.rnn_layers == 2 else arch.lstm1_hidden * (1 if concat else n_levels)
+        self.hash = nn.Linear(embedding, arch.bits)
         self.classifier = nn.Linear(arch.bits, n_classes) if n_classes > 0 else None
 
     # --- trunk -------------------------------------------------------------------------------
@@ -225,17 +237,24 @@ class HashNet(nn.Module):
             return maps
         flat = maps.flatten(2)
         cos = F.cosine_similarity(flat[:, 1:], flat[:, :-1], dim=-1, eps=1e-6)
-        cos = torch.cat([torch.ones_like(cos[:, :1]), cos], dim=1)
+        cos = torch.cat([cos.new_ones(cos.shape[0], 1), cos], dim=1)  # works for a single level too
         gate = torch.sigmoid(self.gate_scale * (1.0 - cos) + self.gate_bias)
         return maps * gate[..., None, None]
 
+    def embed(self, maps: torch.Tensor) -> torch.Tensor:
+        """Window level maps (N, levels, steps, D) → the real-valued embedding h_end before the hash layer."""
+        maps = self.select(maps)
+        if self.arch.level_mode == "concat":
+            maps = maps.transpose(1, 2).flatten(2).unsqueeze(1)  # (N, 1, steps, levels·D)
+        n, levels, steps, dim = maps.shape
+        h1 = _last_state(self.lstm1(maps.reshape(n * levels, steps, dim)))  # eq. 1, last state per map
+        if self.lstm2 is None:
+            return h1.reshape(n, -1)
+        return _last_state(self.lstm2(h1.reshape(n, levels, -1)))  # eq. 2
+
     def head(self, maps: torch.Tensor) -> torch.Tensor:
         """Window level maps (N, levels, steps, D) → relaxed codes q in (−1, 1), (N, bits)."""
-        n, levels, steps, dim = maps.shape
-        maps = self.select(maps)
-        _, (h1, _) = self.lstm1(maps.reshape(n * levels, steps, dim))  # eq. 1, last state per map
-        _, (h_end, _) = self.lstm2(h1[-1].reshape(n, levels, -1))  # eq. 2
-        return torch.tanh(self.hash(h_end[-1]))  # eq. 3
+        return torch.tanh(self.hash(self.embed(maps)))  # eq. 3
 
     def classify(self, codes: torch.Tensor) -> torch.Tensor:
         """Softmax logits over training classes from (relaxed) codes, eq. 4."""
@@ -278,6 +297,15 @@ class HashNet(nn.Module):
             return unfolded
         index = (ends - steps + 1).clamp(min=0)
         return unfolded[torch.arange(feats.shape[0])[:, None], index]
+
+
+RECURRENT_UNITS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+def _last_state(output: tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """The last layer's final hidden state from a one-layer LSTM / GRU / RNN call's output."""
+    hidden = output[1]
+    return (hidden[0] if isinstance(hidden, tuple) else hidden)[-1]
 
 
 def frequency_resize_matrix(bins: int, size: int) -> torch.Tensor:

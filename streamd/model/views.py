@@ -124,7 +124,7 @@ class ViewMaker:
         q_end0 = n - span  # query sample where window 0 ends
         partial = rng.random() < cfg.partial_prob
         if partial:
-            fill = int(rng.uniform(cfg.min_fill_s, cfg.max_fill_s) * SAMPLE_RATE)
+            fill = min(int(rng.uniform(cfg.min_fill_s, cfg.max_fill_s) * SAMPLE_RATE), q_end0)
             longest = len(x) - span - hop - int(fill * speed)
             start = 0 if rng.random() < cfg.track_start_prob or longest <= 0 else int(rng.integers(0, longest))
             r0 = start + int(fill * speed) - shift

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import redis
 
-from streamd.config import RedisConfig
+from streamd.config import ConfigError, RedisConfig
 from streamd.errors import StreamdError
 from streamd.store.codes import check_bits, check_packed, code_bytes
 
@@ -73,6 +73,8 @@ def connect(config: RedisConfig, *, decode_responses: bool = False) -> redis.Red
     if config.password:
         kwargs["password"] = config.password
     if config.ssl_ca_certs:
+        if not config.url.startswith("rediss://"):
+            raise ConfigError("redis.ssl_ca_certs is set but redis.url is not a TLS URL: use rediss://host:port/db")
         kwargs["ssl_ca_certs"] = config.ssl_ca_certs
     return redis.Redis.from_url(config.url, **kwargs)
 

@@ -1,0 +1,273 @@
+"""Soak test: N live streams through a running daemon for a long time; does anything grow?
+
+N synthetic radio streams (the dev corpus's first test-split tracks, looped, each stream from
+another offset) are produced in real time (two 500 ms chunks per stream per second) to a fresh
+audio topic on the local Kafka (loopback; the topic's retention is capped so disk stays bounded).
+A daemon runs as a subprocess: by default the daemon's own loop (``streamd.daemon.runner.Daemon``)
+with the tests' stand-in fingerprinter (tests/daemon_doubles.py) and an in-memory catalog of those
+tracks (``--model test``), or the real ``streamd run`` with the shipped weights and the catalog in
+Redis (``--model shipped``). Every ``--sample-s`` seconds the daemon process's RSS, threads, open
+file descriptors and CPU, the group's lag (records not committed, read from Kafka) and the daemon's
+own counters (``/metrics``) are sampled. Lag is the daemon's ``streamd_consumer_lag_messages``
+(log end minus position, refreshed every 5 s) in seconds of input; ``uncommitted_s`` is what the
+group has not committed yet (up to ``daemon.commit_interval_s`` more).
+
+After ``--warmup`` seconds the criteria of issue 11 are checked: RSS growth < 5 % (median of the
+last three samples against the median of the first three after warm-up), no lag growth (the lag
+of the last third of the run no larger than that of the first third plus two seconds of input),
+no leaked threads (the count at the end not above its maximum in the first third) or file
+descriptors (same, with a slack of 8 for Kafka connections being replaced), and the daemon alive.
+Prints a table, writes JSON (``--out``), exits 1 when a criterion fails.
+
+    .venv/bin/python bench/soak.py --streams 500 --duration 3600      # the 1 h soak
+    .venv/bin/python bench/soak.py --ci --streams 100                  # 2 min (make soak-ci)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fault_helpers import PacedIngest, free_port, group_lag, looped_blocks  # noqa: E402
+
+from streamd import dataset  # noqa: E402
+from streamd.config import load_config  # noqa: E402
+from streamd.kafka_io import delete_topics, ensure_topics  # noqa: E402
+
+RSS_GROWTH_MAX = 0.05
+TOPIC_LIMITS = {"retention.bytes": str(64 * 2**20), "segment.bytes": str(16 * 2**20), "retention.ms": "3600000"}
+
+
+def soak_config(partitions: int, port: int, model: str) -> dict[str, object]:
+    """Dotted overrides: fresh topics and group, metrics on ``port``, the top-N view on."""
+    tag = f"soak.{int(time.time())}.{os.getpid()}"
+    overrides: dict[str, object] = {
+        "kafka.audio_topic": f"{tag}.audio", "kafka.events_topic": f"{tag}.events",
+        "kafka.deadletter_topic": f"{tag}.dlq", "kafka.group_id": f"{tag}.group",
+        "kafka.audio_partitions": partitions, "daemon.state_topic": f"{tag}.state",
+        "daemon.http_port": port, "daemon.metrics_top_streams": 20, "daemon.log_level": "WARNING",
+    }  # fmt: skip
+    if model == "shipped":
+        overrides["daemon.log_format"] = "json"
+    return overrides
+
+
+def start_daemon(overrides: dict[str, object], model: str, track_ids: list[str], log: Path) -> subprocess.Popen:
+    env = dict(os.environ)
+    if model == "test":
+        env["STREAMD_SOAK_CONFIG"] = json.dumps(overrides)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", *track_ids]
+    else:  # the real CLI; its config from STREAMD_<SECTION>__<KEY>
+        env.update({f"STREAMD_{k.split('.')[0].upper()}__{k.split('.')[1].upper()}": str(v) for k, v in overrides.items()})
+        cmd = [sys.executable, "-m", "streamd", "run"]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
+
+
+def child(track_ids: list[str]) -> int:
+    """The daemon with the stand-in fingerprinter and an in-memory catalog (``--model test``)."""
+    import threading
+
+    from daemon_doubles import ProjectionFingerprinter
+    from daemon_helpers import catalog_searcher
+
+    from streamd.daemon.runner import Daemon
+    from streamd.logs import configure_logging
+
+    config = load_config(overrides=json.loads(os.environ["STREAMD_SOAK_CONFIG"]))
+    configure_logging(config)
+    wanted = set(track_ids)
+    fp = ProjectionFingerprinter()
+    searcher = catalog_searcher(fp, [t for t in dataset.load_split().all() if t.track_id in wanted])
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return Daemon(config, fingerprinter=fp, searcher=searcher, stop=stop).run()
+
+
+def daemon_counters(port: int) -> dict[str, float]:
+    """A few of the daemon's own metrics (sums over labels); {} while it does not answer."""
+    wanted = {"streamd_chunks_consumed", "streamd_hops", "streamd_shed", "streamd_events_published",
+              "streamd_recognitions", "streamd_events_failed", "streamd_active_streams", "streamd_open_plays",
+              "streamd_consumer_lag_messages"}  # fmt: skip
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name in wanted:
+            out[family.name] = sum(s.value for s in family.samples if s.name in (family.name, family.name + "_total"))
+        elif family.name == "streamd_decision_delay_seconds":
+            buckets = [(float(s.labels["le"]), s.value) for s in family.samples if s.name.endswith("_bucket")]
+            out["delay_buckets"] = buckets  # type: ignore[assignment]
+    return out
+
+
+def p99_between(before: list, after: list) -> float | None:
+    """p99 decision delay (bucket upper bound) of the hops decided between two bucket snapshots."""
+    if not before or not after:
+        return None
+    counts = [(le, a - b) for (le, a), (_, b) in zip(after, before, strict=True)]
+    total = counts[-1][1]
+    if total <= 0:
+        return None
+    return next(le for le, c in counts if c >= 0.99 * total)
+
+
+def run_soak(args: argparse.Namespace) -> dict:
+    base_config = load_config()
+    port = free_port()
+    overrides = soak_config(args.partitions, port, args.model)
+    config = load_config(overrides=overrides)
+    catalog = list(dataset.load_split().test[: args.tracks])
+    base = np.concatenate([dataset.load_audio(t) for t in catalog]).astype(np.float32)
+    step = max(1, len(base) // args.streams)
+    audios = {f"soak-{i:04d}": looped_blocks(base, i * step) for i in range(args.streams)}
+    ensure_topics(config, {config.kafka.audio_topic: args.partitions}, topic_configs=TOPIC_LIMITS)
+    log = Path(args.log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    proc = start_daemon(overrides, args.model, [t.track_id for t in catalog], log)
+    samples: list[dict] = []
+    feed = None
+    try:
+        daemon = psutil.Process(proc.pid)
+        daemon.cpu_percent()
+        feed = PacedIngest(config, audios, speed=1.0).start()
+        t0 = time.monotonic()
+        last_buckets: list = []
+        while time.monotonic() - t0 < args.duration:
+            time.sleep(args.sample_s)
+            if proc.poll() is not None:
+                raise RuntimeError(f"the daemon exited with {proc.returncode}; see {log}")
+            if feed.error is not None:
+                raise RuntimeError(f"ingest failed: {feed.error!r}")
+            counters = daemon_counters(port)
+            buckets = counters.pop("delay_buckets", [])
+            uncommitted = group_lag(config)
+            lag = counters.pop("streamd_consumer_lag_messages", uncommitted)
+            elapsed = time.monotonic() - t0
+            sample = {
+                "t_s": round(elapsed, 1),
+                "rss_mb": round(daemon.memory_info().rss / 2**20, 1),
+                "threads": daemon.num_threads(),
+                "fds": daemon.num_fds(),
+                "cpu_pct": round(daemon.cpu_percent(), 1),
+                "lag_records": lag,
+                "lag_s": round(lag / (2 * args.streams), 2),
+                "uncommitted_s": round(uncommitted / (2 * args.streams), 2),
+                "producer_behind_s": round(max(0.0, elapsed - feed.progress_s), 2),
+                "p99_delay_s": p99_between(last_buckets, buckets),
+                **{k.removeprefix("streamd_"): v for k, v in counters.items()},
+            }
+            last_buckets = buckets
+            samples.append(sample)
+            print_row(sample, header=len(samples) == 1)
+    finally:
+        if feed is not None:
+            feed.stop.set()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        delete_topics(base_config, [config.kafka.audio_topic, config.kafka.events_topic,
+                                    config.kafka.deadletter_topic, config.daemon.state_topic])  # fmt: skip
+    return verdict(args, samples, proc.returncode)
+
+
+COLUMNS = ("t_s", "rss_mb", "threads", "fds", "cpu_pct", "lag_s", "uncommitted_s", "producer_behind_s", "p99_delay_s", "hops",
+           "shed", "events_published")  # fmt: skip
+
+
+def print_row(sample: dict, header: bool) -> None:
+    if header:
+        print(" ".join(f"{c:>17}" for c in COLUMNS), flush=True)
+    print(" ".join(f"{sample.get(c, '')!s:>17}" for c in COLUMNS), flush=True)
+
+
+def verdict(args: argparse.Namespace, samples: list[dict], exit_code: int | None) -> dict:
+    after = [s for s in samples if s["t_s"] >= args.warmup]
+    result: dict = {"streams": args.streams, "duration_s": args.duration, "warmup_s": args.warmup,
+                    "model": args.model, "partitions": args.partitions, "samples": samples,
+                    "daemon_exit_code": exit_code, "checks": {}}  # fmt: skip
+    if len(after) < 6:
+        result["checks"]["enough_samples"] = {"ok": False, "samples_after_warmup": len(after)}
+        result["ok"] = False
+        return result
+    third = max(3, len(after) // 3)
+    first, last = after[:third], after[-third:]
+    rss_start = statistics.median(s["rss_mb"] for s in after[:3])
+    rss_end = statistics.median(s["rss_mb"] for s in after[-3:])
+    lag_first = statistics.median(s["lag_s"] for s in first)
+    lag_last = statistics.median(s["lag_s"] for s in last)
+    checks = result["checks"]
+    checks["rss_growth"] = {"start_mb": rss_start, "end_mb": rss_end, "growth": rss_end / rss_start - 1,
+                            "ok": rss_end / rss_start - 1 < RSS_GROWTH_MAX}  # fmt: skip
+    checks["lag_growth"] = {"first_third_s": lag_first, "last_third_s": lag_last, "ok": lag_last <= lag_first + 2.0}
+    threads_first = max(s["threads"] for s in first)
+    checks["threads"] = {"first_third_max": threads_first, "end": after[-1]["threads"],
+                         "ok": after[-1]["threads"] <= threads_first}  # fmt: skip
+    fds_first = max(s["fds"] for s in first)
+    checks["fds"] = {"first_third_max": fds_first, "end": after[-1]["fds"], "ok": after[-1]["fds"] <= fds_first + 8}
+    checks["daemon_stopped_cleanly"] = {"exit_code": exit_code, "ok": exit_code == 0}
+    checks["kept_real_time"] = {"max_lag_s": max(s["lag_s"] for s in after),
+                                "shed_after_warmup": after[-1].get("shed", 0) - after[0].get("shed", 0),
+                                "ok": True}  # fmt: skip  # informative: a slow machine falls behind
+    result["ok"] = all(c["ok"] for c in checks.values())
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", type=int, default=500)
+    parser.add_argument("--duration", type=float, default=3600.0, help="seconds of soak")
+    parser.add_argument("--warmup", type=float, default=None, help="seconds before the criteria apply (default: 10 %% of the duration, at least 30)")
+    parser.add_argument("--ci", action="store_true", help="the CI variant: 2 minutes, 40 s warm-up")
+    parser.add_argument("--model", choices=("test", "shipped"), default="test")
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--tracks", type=int, default=8, help="catalog tracks the streams loop over")
+    parser.add_argument("--sample-s", type=float, default=None, help="seconds between samples (default 10; CI 5)")
+    parser.add_argument("--out", default=None, help="JSON result (default .local/soak/soak-<time>.json)")
+    parser.add_argument("--log", default=None, help="daemon log (default next to the JSON)")
+    parser.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        return child(args.child)
+    if args.ci:
+        args.duration = 120.0
+        args.warmup = 40.0 if args.warmup is None else args.warmup
+    args.warmup = max(30.0, 0.1 * args.duration) if args.warmup is None else args.warmup
+    args.sample_s = args.sample_s or (5.0 if args.duration <= 600 else 10.0)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    args.out = args.out or str(ROOT / ".local" / "soak" / f"soak-{stamp}.json")
+    args.log = args.log or str(Path(args.out).with_suffix(".log"))
+    result = run_soak(args)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"\n{args.streams} streams, {args.duration:g} s, model {args.model}; checks after {args.warmup:g} s warm-up:")
+    for name, check in result["checks"].items():
+        detail = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in check.items() if k != "ok")
+        print(f"  {'ok  ' if check['ok'] else 'FAIL'} {name}: {detail}")
+    print(f"JSON: {args.out}")
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
