@@ -44,6 +44,7 @@ class LossWeights:
     balance: float = 0.1
     temperature: float = 0.1
     min_gap_hops: int = 3
+    queue: int = 0  # reference codes of earlier batches kept as extra negatives (0 = off)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "ablation-ce-contrastive": {"name": "ablation-ce-contrastive", "loss": {"quantisation": 0.0, "balance": 0.0}},
     "ablation-full": {"name": "ablation-full"},
     "ablation-contrastive-quant": {"name": "ablation-contrastive-quant", "loss": {"cross_entropy": 0.0}},
+    # Same as ablation-full plus a queue of 4096 earlier reference codes as extra negatives.
+    "ablation-full-queue": {"name": "ablation-full-queue", "loss": {"queue": 4096}},
 }
 
 
@@ -162,7 +165,25 @@ def window_codes(net: HashNet, logmel: torch.Tensor, windows: int) -> torch.Tens
     return net.head(maps.flatten(0, 1))
 
 
-def compute_losses(net: HashNet, batch: dict[str, torch.Tensor], cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
+class NegativeQueue:
+    """FIFO of normalised, detached reference codes from earlier steps (extra NT-Xent negatives)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.codes: torch.Tensor | None = None
+
+    def get(self) -> torch.Tensor | None:
+        return self.codes
+
+    def push(self, codes: torch.Tensor) -> None:
+        if self.size <= 0:
+            return
+        fresh = torch.nn.functional.normalize(codes.detach(), dim=-1)
+        self.codes = fresh if self.codes is None else torch.cat([fresh, self.codes])[: self.size]
+
+
+def compute_losses(net: HashNet, batch: dict[str, torch.Tensor], cfg: TrainConfig,
+                   queue: NegativeQueue | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     w = cfg.views.windows
     q = window_codes(net, batch["query"], w)
     r = window_codes(net, batch["reference"], w)
@@ -172,7 +193,10 @@ def compute_losses(net: HashNet, batch: dict[str, torch.Tensor], cfg: TrainConfi
     weights = cfg.loss
     both = torch.cat([q, r])
     terms: dict[str, torch.Tensor] = {}
-    contrastive, accuracy = losses.nt_xent(q, r, items, window, weights.temperature, weights.min_gap_hops)
+    contrastive, accuracy = losses.nt_xent(q, r, items, window, weights.temperature, weights.min_gap_hops,
+                                           queue.get() if queue is not None else None)
+    if queue is not None:
+        queue.push(r)
     terms["contrastive"] = contrastive
     terms["cross_entropy"] = losses.cross_entropy(net.classify(both), torch.cat([labels, labels]))
     terms["quantisation"] = losses.quantisation(both)
@@ -238,6 +262,18 @@ class Validator:
 # --- the loop --------------------------------------------------------------------------------
 
 
+def _changed_keys(before: dict[str, Any], after: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{dotted key: [old, new]} for every value that differs between two config dicts."""
+    out: dict[str, Any] = {}
+    for key in sorted(set(before) | set(after)):
+        a, b = before.get(key), after.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(_changed_keys(a, b, f"{prefix}{key}."))
+        elif a != b:
+            out[f"{prefix}{key}"] = [a, b]
+    return out
+
+
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -288,8 +324,14 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         net.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         start, best, elapsed_before = int(state["step"]), float(state["best"]), float(state.get("elapsed_s", 0.0))
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     metrics_file = (out / "metrics.jsonl").open("a")
+    config_path = out / "config.yaml"
+    if resume and config_path.exists():
+        before = yaml.safe_load(config_path.read_text()) or {}
+        changed = _changed_keys(before, cfg.to_dict())
+        if changed:  # a deliberate mid-run change: keep a record of it next to the metrics
+            metrics_file.write(json.dumps({"config_change": changed, "step": start, "time": time.time()}) + "\n")
+    config_path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     def log(record: dict[str, Any]) -> None:
         metrics_file.write(json.dumps(record) + "\n")
@@ -313,6 +355,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         persistent_workers=False,
     )
     net.train()
+    queue = NegativeQueue(cfg.loss.queue) if cfg.loss.queue > 0 else None
     last_checkpoint = time.time()
     running: dict[str, float] = {}
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -324,7 +367,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         for step, batch in enumerate(loader, start=start):
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate(cfg, step)
-            total, stats = compute_losses(net, batch, cfg)
+            total, stats = compute_losses(net, batch, cfg, queue)
             optimiser.zero_grad(set_to_none=True)
             total.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)

@@ -289,12 +289,12 @@ class Delivery:
     required: int  # catalog plays of >= 30 s in the truth
     lost: list[str]  # required plays no play id covers
     split: list[str]  # required plays covered by more than one play id
-    id_problems: list[str]  # plays without exactly one started id, or with more than one ended id
     events: int  # records on the topic
     unique_events: int  # distinct event ids
     plays: int
     details: list[str] = field(default_factory=list)  # the plays behind lost/split/duplicates
     resent: int = 0  # deliveries of an id beyond those of the fault-free reference
+    differing: int = 0  # event ids only in this run or only in the reference
     reference_lost: int = 0  # required plays the fault-free reference (the fingerprinter) misses
 
     @property
@@ -305,7 +305,7 @@ class Delivery:
     def summary(self) -> str:
         return (f"{self.required} required plays, {len(self.lost)} lost, {len(self.split)} split, "
                 f"{self.plays} play ids, {self.events} events, {self.unique_events} unique, "
-                f"{self.duplicates} same-id duplicates, id problems {self.id_problems}"
+                f"{self.duplicates} same-id duplicates"
                 + "".join(f"\n  {line}" for line in self.details))  # fmt: skip
 
 
@@ -330,9 +330,7 @@ def delivery(truth: dict, events: list[dict[str, Any]]) -> Delivery:
         if seen[e["event_id"]] == 2:
             details.append(f"re-sent {e['type']} {e['stream_id']} {e['track_id']} play {e['play_id'][:8]} "
                            f"{e['start_s']:.1f}-{e['end_s']} detected at {e['detected_at_ms']}")  # fmt: skip
-    id_problems = [f"{p['play_id']}: {len(p['started_ids'])} started, {len(p['ended_ids'])} ended ids"
-                   for p in plays.values() if len(p["started_ids"]) != 1 or len(p["ended_ids"]) > 1]  # fmt: skip
-    return Delivery(required=len(result["required"]), lost=lost, split=split, id_problems=id_problems,
+    return Delivery(required=len(result["required"]), lost=lost, split=split,
                     events=len(events), unique_events=len({e["event_id"] for e in events}), plays=len(plays),
                     details=details)
 
@@ -355,21 +353,32 @@ def reference_events(config: Config, fp: Any, searcher: Any, audios: dict[str, n
 
 
 def assert_delivered(truth: dict, events: list[dict[str, Any]], reference: list[dict[str, Any]],
-                     allow_resend: bool) -> Delivery:
-    """The faulty run emitted exactly the event ids of the fault-free reference, and so lost no
-    play the reference finds; re-sends (same id) only where the fault replays input."""
+                     handover: bool) -> Delivery:
+    """Check a faulty run's events against the truth and the fault-free ``reference``.
+
+    Always: no required play of the truth lost or split over two play ids that the reference finds
+    whole (what the reference misses or splits is the stand-in fingerprinter's doing, not the
+    fault's). Without a hand-over (the same daemon keeps its streams) the faulty run must emit
+    exactly the reference's event ids, each as often. With a hand-over (a stream moves to another
+    consumer, or the process restarts) the tracker's not-yet-started candidates are not part of
+    the handed-over state (docs/daemon.md), so plays forming at that moment are re-detected and
+    may differ from the reference; re-sends carry the same id.
+    """
     d = delivery(truth, events)
     ref = delivery(truth, reference)
     assert d.required > 0, "the broadcast has no catalog play to find"
     ids, ref_ids = {e["event_id"] for e in events}, {e["event_id"] for e in reference}
     missing = [e for e in reference if e["event_id"] not in ids]
     extra = [e for e in events if e["event_id"] not in ref_ids]
-    show = "\n".join(f"  {'missing' if e in missing else 'extra'} {e['type']} {e['stream_id']} {e['track_id']} "
-                     f"{e['start_s']:.1f}-{e['end_s']}" for e in missing + extra)  # fmt: skip
-    assert not missing and not extra, f"{d.summary()}\nreference: {ref.summary()}\n{show}"
-    assert len(d.lost) <= len(ref.lost), d.summary()
-    if not allow_resend:
-        assert d.duplicates == ref.duplicates, f"{d.summary()}\nreference: {ref.summary()}"
+    d.differing = len({e["event_id"] for e in missing + extra})
     d.resent = d.duplicates - ref.duplicates
     d.reference_lost = len(ref.lost)
+    show = "\n".join(f"  {'missing' if e in missing else 'extra'} {e['type']} {e['stream_id']} {e['track_id']} "
+                     f"{e['start_s']:.1f}-{e['end_s']}" for e in missing + extra)  # fmt: skip
+    report = f"{d.summary()}\nreference: {ref.summary()}\n{show}"
+    assert set(d.lost) <= set(ref.lost), report
+    assert set(d.split) <= set(ref.split), report
+    if not handover:
+        assert not missing and not extra, report
+        assert d.duplicates == ref.duplicates, report
     return d

@@ -2,15 +2,15 @@
 joining and leaving its group, and a 10x burst (issue 11). docs/reliability.md has the outcomes.
 
 Each test streams a simulated broadcast (ground truth from streamd.eval.simulate) through Kafka
-while the fault happens, reads the events topic back and checks delivery: every catalog play of
-the truth found by exactly one play id, one ``started`` and at most one ``ended`` id per play, and
-no re-sent event at all where nothing replays input (Redis faults); where the fault makes a
-daemon replay from its last commit (broker restart, rebalance), re-sends are allowed and carry the
-same ids (docs/daemon.md, "Delivery"). The daemon runs with the test fingerprinter
-(tests/daemon_doubles.py): these tests measure delivery, not recognition quality. Servers that
-are broken on purpose are private ones on free ports (tests/fault_helpers.py); the shared Kafka
-and Redis are never touched. The kill -9 and restart case is tests/test_daemon.py's
-``test_restart_after_sigkill_keeps_plays_and_ids``.
+while the fault happens, reads the events topic back and compares it with the truth and with a
+fault-free reference run of the same chunks (tests/fault_helpers.py, ``assert_delivered``): no
+catalog play lost or given a second play id; where the daemon keeps its streams through the fault
+(Redis restart and outage, broker restart) exactly the reference's event ids, each delivered as
+often; where streams change hands (rebalance) re-sends carry the same ids. The daemon runs with
+the test fingerprinter (tests/daemon_doubles.py): these tests measure delivery, not recognition
+quality. Servers that are broken on purpose are private ones on free ports
+(tests/fault_helpers.py); the shared Kafka and Redis are never touched. The kill -9 and restart
+case is tests/test_daemon.py's ``test_restart_after_sigkill_keeps_plays_and_ids``.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def test_redis_restart_and_outage_lose_nothing(outage_s, speed, config, kafka_bo
     if outage_s >= 10:  # the gauge is refreshed every 5 s
         assert max(ages) >= outage_s - 10, ages
     events = eventlog.read_events(cfg)
-    d = assert_delivered(truth, events, reference, allow_resend=False)
+    d = assert_delivered(truth, events, reference, handover=False)
     print(f"redis outage {outage_s:g} s: {d.summary()}; re-sent {d.resent}; replica full syncs {replica.full_syncs}, "
           f"max age seen {max(ages):.1f} s")
 
@@ -124,7 +124,7 @@ def test_redis_restart_and_outage_lose_nothing(outage_s, speed, config, kafka_bo
 @pytest.mark.timeout(600)
 def test_kafka_broker_restart_during_ingestion(hard, corpus_dir, unique, tmp_path):
     """The (single) broker stops in the middle of ingestion and comes back ~5 s later: producer and
-    daemon reconnect, the daemon replays from its last commit, nothing is lost or gets a new id."""
+    daemon reconnect and carry on; the events are exactly those of a fault-free run."""
     stack = PrivateKafka(tmp_path / "stack")
     stack.up()
     try:
@@ -150,7 +150,7 @@ def test_kafka_broker_restart_during_ingestion(hard, corpus_dir, unique, tmp_pat
         events = eventlog.read_events(cfg)
     finally:
         stack.down()
-    d = assert_delivered(truth, events, reference, allow_resend=True)
+    d = assert_delivered(truth, events, reference, handover=False)
     print(f"broker restart ({'SIGKILL' if hard else 'SIGTERM'}): {d.summary()}; re-sent {d.resent}; commit failures "
           f"{metrics.commit_failures._value.get():g}")
 
@@ -158,9 +158,9 @@ def test_kafka_broker_restart_during_ingestion(hard, corpus_dir, unique, tmp_pat
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_second_daemon_joins_and_leaves(config, kafka_bootstrap, corpus_dir, unique, tmp_path, cleanup):
-    """A second daemon joins the group mid-broadcast (partitions move to it) and leaves again
-    (they move back): every play found once, under one id, re-sends only with the same id."""
-    cfg = daemon_config(unique, partitions=4, **NO_SHEDDING)
+    """A second daemon joins the group mid-broadcast (a partition moves to it) and leaves again (it
+    moves back): no required play lost or given a second id; re-sends only with the same id."""
+    cfg = daemon_config(unique, partitions=2, **NO_SHEDDING)  # sim-000..003: two streams on each
     cleanup.append(cfg)
     catalog, _ = corpus_tracks(8, 0)
     truth, audios = fault_broadcast(tmp_path, catalog, minutes=2.5, streams=4, seed=5)
@@ -170,30 +170,36 @@ def test_second_daemon_joins_and_leaves(config, kafka_bootstrap, corpus_dir, uni
     reference = reference_events(cfg, fp, searcher, audios, start_ms)
     first = DaemonThread(Daemon(cfg, fingerprinter=fp, searcher=searcher, metrics=Metrics(process=False, gpu=False),
                                 http=False))  # fmt: skip
-    feed = PacedIngest(cfg, audios, speed=2.0, start_ms=start_ms).start()
+    feed = PacedIngest(cfg, audios, speed=1.5, start_ms=start_ms).start()
     feed.wait_progress(40.0, 90)
     second_metrics = Metrics(process=False, gpu=False)
     second = DaemonThread(Daemon(cfg, fingerprinter=ProjectionFingerprinter(), searcher=searcher,
                                  metrics=second_metrics, http=False))  # fmt: skip
-    feed.wait_progress(100.0, 120)
+    joined = time.monotonic()
+    while second_metrics.chunks._value.get() == 0:  # it has partitions and their audio
+        assert time.monotonic() - joined < 90, f"the second daemon consumed nothing in 90 s: {second.daemon.consumer.assignment()}"
+        assert second.thread.is_alive(), second.error
+        time.sleep(0.2)
+    took_s = time.monotonic() - joined
+    feed.wait_progress(min(feed.progress_s + 30.0, 140.0), 60)
     owned = sorted(tp.partition for tp in (second.daemon.consumer.assignment() or ()))
     second.stop()
     feed.join(180)
     wait_consumed(cfg, 120)
     first.stop()
-    assert owned, "the second daemon never got a partition"
-    assert second_metrics.chunks._value.get() > 0
+    assert owned, "the second daemon had no partition when it left"
     events = eventlog.read_events(cfg)
-    d = assert_delivered(truth, events, reference, allow_resend=True)
-    print(f"rebalance (second daemon owned partitions {owned}): {d.summary()}; re-sent {d.resent}")
+    d = assert_delivered(truth, events, reference, handover=True)
+    print(f"rebalance (second daemon consumed {took_s:.1f} s after joining, owned partitions {owned}): "
+          f"{d.summary()}; event ids differing from the fault-free run: {d.differing}")
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_burst_of_ten_times_real_time(config, kafka_bootstrap, corpus_dir, unique, tmp_path, cleanup):
-    """30 streams in real time, then 10x real time for one minute, then real time again: the
+    """100 streams in real time, then 10x real time for one minute, then real time again: the
     group's lag comes back to a few seconds of audio and the daemon's memory stays bounded."""
-    n_streams, before_s, burst_wall_s, after_s = 30, 30.0, 60.0, 150.0
+    n_streams, before_s, burst_wall_s, after_s = 100, 30.0, 60.0, 150.0
     cfg = daemon_config(unique, partitions=4)
     cleanup.append(cfg)
     catalog, _ = corpus_tracks(6, 0)

@@ -219,3 +219,17 @@ def test_informative_hops_skip_silence():
     logmel[:, 48 * 4 :] = -5.0  # sound from hop 4 on
     ends = np.arange(1, 11) * 48
     assert informative_hops(logmel, ends).tolist() == [False] * 5 + [True] * 5
+
+
+def test_negative_queue_adds_negatives_and_stays_bounded():
+    from streamd.train import NegativeQueue
+
+    queue = NegativeQueue(5)
+    for _ in range(3):
+        queue.push(torch.randn(2, 8))
+    assert queue.get().shape == (5, 8) and torch.allclose(queue.get().norm(dim=1), torch.ones(5))
+    queries = torch.randn(4, 8)
+    references = queries + 0.01 * torch.randn(4, 8)
+    plain, _ = nt_xent(queries, references, torch.arange(4), torch.zeros(4, dtype=torch.long))
+    more, _ = nt_xent(queries, references, torch.arange(4), torch.zeros(4, dtype=torch.long), extra_negatives=queue.get())
+    assert more >= plain

@@ -5,7 +5,7 @@ One *item* is a run of ``windows`` consecutive hop-spaced windows over a trainin
 - reference view: the clean track, windows ending at X-samples R_0, R_0 + hop, ... and silence
   before the track start, exactly as ``Fingerprinter.codes_for_audio`` indexes a catalog;
 - query view: the broadcast's view of the same moments. With probability ``partial_prob`` the
-  first window holds only the newest ``fill`` seconds (3-29 s) of X, preceded by other music,
+  first window holds only the newest ``fill`` seconds (3-29 s, uniform or log-uniform) of X, preceded by other music,
   DJ talk, noise or silence, often crossfaded; X is taken from its start (a track change) or from
   anywhere (a stream joined late, a DJ cut). X may be played ±3 % fast, may come from a
   precomputed MP3/AAC copy, and the whole query goes through a random degradation chain
@@ -38,6 +38,7 @@ class ViewConfig:
     track_start_prob: float = 0.5
     min_fill_s: float = 3.0
     max_fill_s: float = 29.0
+    fill_distribution: str = "uniform"  # of the first window's fill: "uniform" | "log-uniform"
     shift_hops: float = 0.5
     speed_prob: float = 0.3
     max_speed: float = 0.03
@@ -124,7 +125,11 @@ class ViewMaker:
         q_end0 = n - span  # query sample where window 0 ends
         partial = rng.random() < cfg.partial_prob
         if partial:
-            fill = min(int(rng.uniform(cfg.min_fill_s, cfg.max_fill_s) * SAMPLE_RATE), q_end0)
+            if cfg.fill_distribution == "log-uniform":  # favours the short fills right after a change
+                fill_s = float(np.exp(rng.uniform(np.log(cfg.min_fill_s), np.log(cfg.max_fill_s))))
+            else:
+                fill_s = float(rng.uniform(cfg.min_fill_s, cfg.max_fill_s))
+            fill = min(int(fill_s * SAMPLE_RATE), q_end0)
             longest = len(x) - span - hop - int(fill * speed)
             start = 0 if rng.random() < cfg.track_start_prob or longest <= 0 else int(rng.integers(0, longest))
             r0 = start + int(fill * speed) - shift
