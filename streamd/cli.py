@@ -90,10 +90,6 @@ def _unexpected(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc} (unexpected; run with STREAMD_DEBUG=1 for the traceback)"
 
 
-def _todo(what: str) -> None:
-    raise StreamdError(f"{what} is not built yet")
-
-
 # --- Commands. Each helper module owns the body of its command(s). ---------------------------
 
 
@@ -367,10 +363,24 @@ def experiments(
               publish_to=Path("docs") if publish else None)
 
 
-@app.command()
-def bench() -> None:
-    """Run a benchmark from bench/."""
-    _todo("bench")
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="Benchmark to run (a script in bench/); none lists them.")] = None,
+) -> None:
+    """Run a benchmark script from bench/ (extra arguments are passed to it); results go to bench/RESULTS.md."""
+    import subprocess
+
+    bench_dir = Path(__file__).resolve().parent.parent / "bench"
+    scripts = sorted(p.stem for p in bench_dir.glob("*.py")) if bench_dir.is_dir() else []
+    if not scripts:
+        raise StreamdError("no bench/ folder next to the streamd package: run from a source checkout")
+    if name is None:
+        typer.echo("benchmarks: " + ", ".join(scripts))
+        return
+    if name not in scripts:
+        raise StreamdError(f"unknown benchmark {name!r}; available: {', '.join(scripts)}")
+    raise typer.Exit(subprocess.call([sys.executable, str(bench_dir / f"{name}.py"), *ctx.args]))
 
 
 @app.command()
