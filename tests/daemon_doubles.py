@@ -17,6 +17,7 @@ from streamd.melspec import offline_logmel
 from streamd.store.codes import pack_bits
 
 HOPS = 4
+PHASES = 4
 LOG_FLOOR = float(np.log(1e-6))
 
 
@@ -41,12 +42,24 @@ class ProjectionFingerprinter:
         return pack_bits(spectra.reshape(len(spectra), -1) @ self.projection > 0)
 
     def codes_for_audio(self, audio_12k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Codes at every hop, at PHASES sub-hop phases: a stream's hop grid is never aligned with
+        the track's, and these hand-made codes (unlike the trained model's) are not robust to it."""
         logmel = offline_logmel(torch.from_numpy(np.asarray(audio_12k, np.float32))).numpy()
-        n = logmel.shape[1] // 48
-        silence = np.full((96, 48 * (HOPS - 1)), LOG_FLOOR, np.float32)
-        spectra = _hop_spectra(np.concatenate([silence, logmel[:, : n * 48]], axis=1)[None])[0]
-        windows = np.stack([spectra[i : i + HOPS] for i in range(n)]) if n else np.zeros((0, HOPS, 96))
-        return self.codes_from_spectra(windows), np.arange(1, n + 1) * 48 * 256 / 12000
+        codes, offsets = [], []
+        for phase in range(0, 48, 48 // PHASES):
+            shifted = logmel[:, phase:]
+            n = shifted.shape[1] // 48
+            if n == 0:
+                continue
+            silence = np.full((96, 48 * (HOPS - 1)), LOG_FLOOR, np.float32)
+            spectra = _hop_spectra(np.concatenate([silence, shifted[:, : n * 48]], axis=1)[None])[0]
+            codes.append(self.codes_from_spectra(np.stack([spectra[i : i + HOPS] for i in range(n)])))
+            offsets.append((phase + np.arange(1, n + 1) * 48) * 256 / 12000)
+        if not codes:
+            return np.zeros((0, self.bits // 8), np.uint8), np.zeros(0)
+        offsets_s = np.concatenate(offsets)
+        order = np.argsort(offsets_s, kind="stable")
+        return np.concatenate(codes)[order], offsets_s[order]
 
     def streaming(self, max_streams: int) -> ProjectionStreaming:
         return ProjectionStreaming(self, max_streams)
