@@ -226,12 +226,14 @@ class Validator:
 
     def __init__(self, tracks: tuple[Track, ...], cfg: TrainConfig):
         self.tracks = tracks
-        maker = ViewMaker(tracks, cfg.arch, replace(cfg.views, items=cfg.val_items))
+        # Fixed query views (not the run's training views), so validations stay comparable even
+        # when a run's augmentation is changed on resume.
+        maker = ViewMaker(tracks, cfg.arch, ViewConfig(items=cfg.val_items, windows=16, fill_distribution="log-uniform"))
         rng = np.random.default_rng([cfg.seed, 10**9])
         indices = rng.integers(0, len(tracks), size=cfg.val_items)
         self.batch = maker.batch(rng, indices)
         self.audio = maker.audio
-        self.windows = cfg.views.windows
+        self.windows = 16
 
     @torch.no_grad()
     def __call__(self, net: HashNet) -> dict[str, float]:
