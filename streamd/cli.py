@@ -6,7 +6,9 @@ line without a traceback and give a non-zero exit status.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -497,14 +499,10 @@ def catalog_list() -> None:
     Console().print(catalogs_table(infos))
 
 
-@catalog_app.command("show")
-def catalog_show(
-    name: Annotated[str, typer.Argument(help="Catalog name.")],
-    tracks: Annotated[int, typer.Option("--tracks", min=0, help="How many tracks to list.")] = 20,
-) -> None:
-    """Show one catalog: model, version, counts and its first tracks."""
+@contextlib.contextmanager
+def _existing_catalog(name: str) -> Iterator[tuple[Any, Any]]:
+    """The named catalog and its info, on a Redis connection closed afterwards; an error if it is absent."""
     from streamd.store.catalog import Catalog, CatalogError, connect
-    from streamd.store.views import catalog_details
 
     client = connect(get_config().redis)
     try:
@@ -512,11 +510,23 @@ def catalog_show(
         info = catalog.info()
         if info is None:
             raise CatalogError(f"catalog {name!r} does not exist (see `streamd catalog list`)")
+        yield catalog, info
+    finally:
+        client.close()
+
+
+@catalog_app.command("show")
+def catalog_show(
+    name: Annotated[str, typer.Argument(help="Catalog name.")],
+    tracks: Annotated[int, typer.Option("--tracks", min=0, help="How many tracks to list.")] = 20,
+) -> None:
+    """Show one catalog: model, version, counts and its first tracks."""
+    from streamd.store.views import catalog_details
+
+    with _existing_catalog(name) as (catalog, info):
         console = Console()
         for item in catalog_details(catalog, info, tracks):
             console.print(item, highlight=False)
-    finally:
-        client.close()
 
 
 @catalog_app.command("delete")
@@ -525,18 +535,9 @@ def catalog_delete(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete one catalog and all its keys (running daemons empty their copy)."""
-    from streamd.store.catalog import Catalog, CatalogError, connect
-
-    client = connect(get_config().redis)
-    try:
-        catalog = Catalog(client, name)
-        info = catalog.info()
-        if info is None:
-            raise CatalogError(f"catalog {name!r} does not exist (see `streamd catalog list`)")
+    with _existing_catalog(name) as (catalog, info):
         tracks = info.served.tracks if info.served else 0
         if not yes and not typer.confirm(f"delete catalog {name!r} with {tracks} tracks?"):
             raise typer.Exit(1)
         catalog.delete()
-    finally:
-        client.close()
     Console().print(f"deleted catalog {name!r}", highlight=False)
