@@ -305,6 +305,7 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
     preset: Annotated[str | None, typer.Option("--preset", help="Named variant, e.g. ablation-ce, ablation-full.")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Override the number of training steps.")] = None,
+    init_weights: Annotated[Path | None, typer.Option("--init-weights", help="Warm-start a new run from a .safetensors model.")] = None,
 ) -> None:
     """Train the hash model (progress bar, checkpoints, resumable, seeded)."""
     from dataclasses import replace
@@ -315,7 +316,7 @@ def train(
     cfg = load_train_config(config_file, preset)
     if steps is not None:
         cfg = replace(cfg, steps=steps)
-    result = run_training(cfg, out or Path("runs") / cfg.name, resume=resume)
+    result = run_training(cfg, out or Path("runs") / cfg.name, resume=resume, init_weights=init_weights)
     err_console.print(f"done: {result}")
 
 

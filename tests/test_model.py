@@ -233,3 +233,31 @@ def test_negative_queue_adds_negatives_and_stays_bounded():
     plain, _ = nt_xent(queries, references, torch.arange(4), torch.zeros(4, dtype=torch.long))
     more, _ = nt_xent(queries, references, torch.arange(4), torch.zeros(4, dtype=torch.long), extra_negatives=queue.get())
     assert more >= plain
+
+
+def test_resized_encoder_keeps_stream_state():
+    fp = Fingerprinter(_randomised(SMALL, seed=13))
+    encoder = fp.streaming(2)
+    frames = _logmel(2, 96, 48 * 5, seed=14)
+    for hop in range(4):
+        encoder.advance_relaxed(torch.tensor([0, 1]), frames[..., hop * 48 : (hop + 1) * 48])
+    bigger = encoder.resized(5)
+    last = frames[..., 4 * 48 :]
+    assert torch.equal(bigger.advance_relaxed(torch.tensor([0, 1]), last), encoder.advance_relaxed(torch.tensor([0, 1]), last))
+    assert bigger.max_streams == 5
+
+
+def test_precise_batchnorm_averages_over_batches():
+    from streamd.train import precise_batchnorm
+
+    net = HashNet(SMALL)
+    frames = SMALL.overhead_frames + SMALL.hop_frames * SMALL.n_steps
+    batches = [{"query": _logmel(2, 96, frames, seed=s), "reference": _logmel(2, 96, frames, seed=s + 50)} for s in range(3)]
+    calibrated = precise_batchnorm(net, batches)
+    assert not calibrated.training and net.blocks[0].bn.running_mean.abs().max() == 0  # original untouched
+    first = calibrated.blocks[0].bn
+    # Block 1 sees the same normalised input distribution in every batch: its mean is the average.
+    with torch.no_grad():
+        conv_out = torch.cat([net.blocks[0].conv(net.normalise(b[v]).unsqueeze(1)) for b in batches for v in ("query", "reference")])
+    assert torch.allclose(first.running_mean, conv_out.mean(dim=(0, 2, 3)), atol=1e-4)
+    assert first.momentum == 0.1

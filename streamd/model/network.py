@@ -318,7 +318,3 @@ def frequency_resize_matrix(bins: int, size: int) -> torch.Tensor:
     resized = F.interpolate(basis, size=(size, 2), mode="bilinear", antialias=bins > size, align_corners=False)
     return resized[0, :, :, 0].float()
 
-
-def silence_frames(n_mels: int, frames: int, *, like: torch.Tensor | None = None) -> torch.Tensor:
-    kwargs = {"dtype": like.dtype, "device": like.device} if like is not None else {}
-    return torch.full((n_mels, frames), LOG_FLOOR, **kwargs)

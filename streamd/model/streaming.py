@@ -16,14 +16,18 @@ forward pass pads a window that reaches back before the stream started.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from streamd.model.hashing import pack_bits
 from streamd.model.network import LOG_FLOOR, HashNet
 
 
 class StreamingEncoder:
-    """Incremental encoder over ``max_streams`` slots. Not thread-safe; one caller at a time."""
+    """Incremental encoder over ``max_streams`` slots. Not thread-safe; one caller at a time.
+
+    State (part of the interface, the daemon moves it between encoders): ``block_cache`` (one
+    (slots, C, F, 2) tensor per conv block), ``ring`` (slots, n_steps, levels, D) and
+    ``head_index`` (slots,). :meth:`resized` copies it into an encoder with more slots.
+    """
 
     def __init__(self, net: HashNet, max_streams: int):
         if net.training:
@@ -61,6 +65,17 @@ class StreamingEncoder:
             torch.full((1, arch.n_mels, frames), LOG_FLOOR, device=self.device, dtype=self.dtype)
         )
         return columns, feats[0, -1].clone()
+
+    def resized(self, max_streams: int) -> StreamingEncoder:
+        """A new encoder with ``max_streams`` slots; slots below the old capacity keep their state."""
+        new = StreamingEncoder(self.net, max_streams)
+        n = min(self.max_streams, max_streams)
+        with torch.inference_mode():
+            for dst, src in zip(new.block_cache, self.block_cache, strict=True):
+                dst[:n] = src[:n]
+            new.ring[:n] = self.ring[:n]
+            new.head_index[:n] = self.head_index[:n]
+        return new
 
     def reset(self, slots: torch.Tensor | int | list[int]) -> None:
         """Forget a slot's past: it continues as if everything before were silence."""
@@ -100,8 +115,3 @@ class StreamingEncoder:
         """Push one hop per slot; return packed codes (B, bits//8) uint8 on the CPU."""
         return pack_bits(self.advance_relaxed(slots, new_frames))
 
-
-def pad_history(frames: torch.Tensor, hops: int, hop_frames: int, overhead: int) -> torch.Tensor:
-    """Left-pad a stream's frames with silence so a full-window forward sees what a stream sees."""
-    need = hops * hop_frames + overhead
-    return F.pad(frames, (max(0, need - frames.shape[-1]), 0), value=LOG_FLOOR)
