@@ -16,7 +16,16 @@ from streamd.store.codes import (
     to_planes,
     unpack_bits,
 )
-from streamd.store.mih import MultiIndex, default_substrings, probe_masks, substring_layout
+from streamd.store.mih import (
+    MultiIndex,
+    _filter_word,
+    _step_cost,
+    default_substrings,
+    probe_masks,
+    probe_schedule,
+    schedule_cost,
+    substring_layout,
+)
 from streamd.store.search import TorchExactSearch, exact_topk, merge_topk
 
 
@@ -138,10 +147,120 @@ def test_probe_masks_cover_each_level_once() -> None:
 def test_substring_layouts() -> None:
     assert [w for _, _, w in substring_layout(64, 3)] == [22, 21, 21]
     assert {p for p, _, _ in substring_layout(128, 6)} == {0, 1}
-    assert default_substrings(64, 1_000_000) == 3
     assert default_substrings(128, 10_000) % 2 == 0
     with pytest.raises(ValueError):
         substring_layout(128, 3)
+    with pytest.raises(ValueError):
+        substring_layout(64, 2)  # 32-bit tables
+
+
+def test_default_substrings_follow_the_cost_model() -> None:
+    """m is the cheapest modelled schedule; the values docs/store.md and bench/RESULTS.md quote."""
+    assert default_substrings(64, 1_000_000, 8) == 5
+    assert default_substrings(64, 10_000_000, 8) == 4
+    for n, radius in ((1_000_000, 8), (50_000, 4), (10_000_000, 2)):
+        m = default_substrings(64, n, radius)
+        assert all(schedule_cost(64, m, radius, n) <= schedule_cost(64, other, radius, n) for other in range(3, 17))
+    for bits in SUPPORTED_BITS:
+        for n in (1, 1000, 10**6):
+            m = default_substrings(bits, n)
+            assert max(w for _, _, w in substring_layout(bits, m)) <= 24
+
+
+@pytest.mark.parametrize(("widths", "radius", "n"), [([13, 13, 13, 13, 12], 8, 10**6), ([16] * 4, 8, 10**7),
+                                                     ([22, 21, 21], 10, 10**6), ([8, 8, 7], 6, 100)])
+def test_probe_schedule_certifies_one_more_bit_per_step(widths, radius, n) -> None:
+    """radius + 1 steps; each table's distances are 0, 1, 2, ... in order; every prefix is the cheapest
+    set of steps reaching its certain distance (what an early stop relies on)."""
+    steps = probe_schedule(widths, radius, n)
+    assert len(steps) == radius + 1
+    for table in range(len(widths)):
+        levels = [level for i, level in steps if i == table]
+        assert levels == list(range(len(levels)))
+
+    def cheapest(reach, tables):  # cheapest probed distances t_i with Σ (t_i + 1) = reach, brute force
+        if not tables:
+            return 0.0 if reach == 0 else float("inf")
+        width, rest = tables[0], tables[1:]
+        return min(sum(_step_cost(width, level, n) for level in range(used)) + cheapest(reach - used, rest)
+                   for used in range(min(reach, width + 1) + 1))
+
+    for j in range(radius + 1):
+        prefix = sum(_step_cost(widths[i], level, n) for i, level in steps[: j + 1])
+        assert prefix == pytest.approx(cheapest(j + 1, widths))
+
+
+def test_filter_word_is_a_lower_bound_that_ignores_the_substring() -> None:
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 2**64, 2000, dtype=np.uint64), rng.integers(0, 2**64, 2000, dtype=np.uint64)
+    for shift, width in ((0, 13), (13, 13), (39, 13), (52, 12), (40, 24)):
+        rotate = shift + width
+        fa = np.array([_filter_word(x, 64, rotate) for x in a], np.uint32)
+        fb = np.array([_filter_word(x, 64, rotate) for x in b], np.uint32)
+        assert (np.bitwise_count(fa ^ fb) <= np.bitwise_count(a ^ b)).all()
+        substring = np.uint64(((1 << width) - 1) << shift)
+        assert np.array_equal(np.array([_filter_word(x, 64, rotate) for x in a ^ substring], np.uint32), fa)
+    words = rng.integers(0, 2**16, 100, dtype=np.uint16)  # short codes: the filter is the whole word
+    assert [int(_filter_word(w, 16, 8)) for w in words] == [int(w) for w in words]
+
+
+@pytest.mark.parametrize("m", [3, 4, 5, 8])
+def test_mih_finds_every_split_of_the_radius_over_the_substrings(m: int) -> None:
+    """The refined pigeonhole, adversarially: a code differing from the query in d_i bits of substring
+    i, for every split (d_1..d_m) of ``radius`` bits, is found; one bit more never is."""
+    rng = np.random.default_rng(m)
+    radius = 8
+    widths = [w for _, _, w in substring_layout(64, m)]
+    starts = np.cumsum([0] + widths[:-1])
+    query = rng.integers(0, 2, 64, dtype=np.uint8)
+
+    def splits(total, parts):
+        if parts == 1:
+            yield (total,)
+            return
+        for first in range(total + 1):
+            for rest in splits(total - first, parts - 1):
+                yield (first, *rest)
+
+    def code_at(split):
+        bits = query.copy()
+        for d, start, width in zip(split, starts, widths, strict=True):
+            bits[start + rng.choice(width, d, replace=False)] ^= 1
+        return bits
+
+    inside = [code_at(sp) for sp in splits(radius, m) if all(d <= w for d, w in zip(sp, widths, strict=True))]
+    outside = [code_at(sp) for sp in list(splits(radius + 1, m))[::7] if max(sp) <= min(widths)]
+    # Bit b of a code word is bit b of the substring layout: write the word, then pack.
+    def pack_words(rows):
+        words = (np.asarray(rows, np.uint64) << np.arange(64, dtype=np.uint64)).sum(axis=1, dtype=np.uint64)
+        return words.view(np.uint8).reshape(-1, 8)
+
+    db = np.concatenate([pack_words(inside), pack_words(outside)])
+    q = pack_words([query])
+    index = MultiIndex(to_planes(db, 64), m)
+    d, r = index.search(to_planes(q, 64), len(db), radius, allow_scan=False)
+    assert sorted(r[0][r[0] >= 0].tolist()) == list(range(len(inside)))
+    assert (d[0][d[0] >= 0] == radius).all()
+
+
+def test_mih_verifies_in_small_batches_and_sorts_in_small_passes() -> None:
+    """Crowded buckets (many copies of few codes) overflow the candidate buffer and the probe
+    passes when their caps are tiny; the answer is the same."""
+    rng = np.random.default_rng(11)
+    base = rng.integers(0, 256, (6, 8), dtype=np.uint8)
+    db = np.concatenate([flip_random_bits(np.repeat(base, 150, axis=0), 1, rng),
+                         rng.integers(0, 256, (500, 8), dtype=np.uint8)])
+    queries = flip_random_bits(base[rng.integers(0, 6, 40)], 2, rng)
+    live = np.where(rng.random(len(db)) < 0.1, -1, 0).astype(np.int32)
+    planes, qp = to_planes(db, 64), to_planes(queries, 64)
+    ref_d, _ = reference_topk(db, queries, 25, live, 6)
+    index = MultiIndex(planes, 4)
+    for probe_cap, candidate_cap in ((1 << 22, 1024), (5, 3), (40, 1)):
+        index.probe_cap, index.candidate_cap = probe_cap, candidate_cap
+        d, r = index.search(qp, 25, 6, live=live, allow_scan=False)
+        assert np.array_equal(d, ref_d)
+        for row in r:
+            assert len(set(row[row >= 0].tolist())) == int((row >= 0).sum())
 
 
 @settings(max_examples=40, deadline=None)

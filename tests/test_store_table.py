@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from streamd.store import table as table_module
 from streamd.store.catalog import Track
 from streamd.store.codes import flip_random_bits, hamming_matrix
-from streamd.store.mih import MultiIndex
+from streamd.store.mih import MultiIndex, default_substrings
 from streamd.store.table import CodeTable, SearchSettings
 
 
@@ -72,6 +72,7 @@ def test_mih_table_uses_the_base_index_and_scans_the_tail() -> None:
     tracks = [random_track(f"t{i}", rng, 64, max_codes=200) for i in range(50)]
     table = CodeTable.build(64, tracks, SearchSettings(mode="mih", radius=6))
     assert isinstance(table.base, MultiIndex) and table.base_rows == table.n_rows
+    assert table.base.m == default_substrings(64, table.n_rows, 6)  # m chosen for the configured radius
     extra = Track("late", tracks[0].codes[:5].copy(), np.arange(5, dtype=np.float32), {})
     newer = table.with_changes([], [extra])
     assert newer.base is table.base and newer.base_rows < newer.n_rows  # appended rows are scanned

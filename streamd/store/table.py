@@ -108,7 +108,7 @@ class CodeTable:
             packed = from_planes(planes, self.bits)
             self.base = TorchExactSearch(packed, self.bits, "cuda", live=self.live)
         elif s.mode == "mih" and self.n_rows:
-            self.base = MultiIndex(np.ascontiguousarray(planes), s.mih_substrings)
+            self.base = MultiIndex(np.ascontiguousarray(planes), s.mih_substrings, radius=s.radius)
         self.base_rows = self.n_rows if self.base is not None else 0
 
     def with_changes(self, removed: Iterable[str], added: Sequence[Track]) -> CodeTable:
