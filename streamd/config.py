@@ -92,7 +92,7 @@ class StoreConfig:
     search: str = _choice("exact", "mih", default="exact")
     top_k: int = _bounded(10, 1, 1000)
     mih_radius: int = _bounded(8, 0, 64)
-    mih_substrings: int = _bounded(0, 0, 64)  # 0: about log2(catalog size) bits per substring
+    mih_substrings: int = _bounded(0, 0, 64)  # 0: the cheapest for the catalog size and mih_radius
     device: str = _choice("auto", "cpu", "cuda", default="auto")
     search_threads: int = _bounded(0, 0, 256)  # 0: all cores
 
@@ -128,6 +128,7 @@ class DaemonConfig:
     max_poll_records: int = _bounded(2000, 1, 1_000_000)
     warmup_margin_s: float = _bounded(2.0, 0.0, 600.0)
     warmup_max_records: int = _bounded(200_000, 0, 100_000_000)
+    session_timeout_s: float = _bounded(10.0, 6.0, 1800.0)  # a killed daemon's partitions move after this
     shed_lag_s: float = _bounded(5.0, 0.5, 3600.0)
 
 

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 STARTED = "started"
 ENDED = "ended"
 FIT_SPAN_HOPS = 16  # hits must span this many hops before the playback speed is fitted
+RECENT_PLAYS = 16  # ended plays remembered per stream, to number a play that resumes at their alignment
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class DecisionParams:
     max_overlap_s: float = 2.0  # how much a play may overlap the previous one, for the start bound
     end_bias_s: float = 0.5  # added to the last hit time to give the end (~ half a hop)
     max_candidates: int = 32  # hypotheses kept per stream (bounded state)
+    id_quantum_s: float = 10.0  # plays of a track whose origins are closer may share an id bucket (events.py)
 
     @classmethod
     def from_config(cls, config: Config) -> DecisionParams:
@@ -78,6 +80,7 @@ class DecisionParams:
             max_overlap_s=d.max_overlap_s,
             end_bias_s=d.end_bias_s,
             max_candidates=d.max_candidates,
+            id_quantum_s=d.event_id_quantum_s,
         )
 
 
@@ -91,7 +94,10 @@ class Play:
     first hit came, so it identifies the play across replays (events.py builds ids from it).
     ``detected_s`` is the stream time of the hop that started the play (detection latency =
     ``detected_s - start_s``). ``speed`` is the fitted playback speed, ``hits`` the number of hops
-    that supported the play, ``mean_distance`` their mean Hamming distance.
+    that supported the play, ``mean_distance`` their mean Hamming distance. ``occurrence`` tells
+    apart plays of the same track on the same stream whose origins lie within an id quantum of each
+    other (a play that ended on a long dropout and resumed at the same alignment): 0 for the first,
+    then 1, 2, ... (part of the play id, see events.py).
     """
 
     stream_id: str
@@ -107,6 +113,7 @@ class Play:
     first_hit_s: float
     last_hit_s: float
     detected_s: float
+    occurrence: int = 0
 
     @property
     def duration_s(self) -> float | None:
@@ -130,7 +137,7 @@ class _Hypothesis:
 
     __slots__ = (
         "track", "t0", "o0", "t_last", "o_last", "t_end", "n", "sum_d", "score", "sx", "sy", "sxx", "sxy", "hit",
-        "expires", "start_s", "track_offset_s", "origin_s", "detected_s", "prev_end_s",
+        "expires", "start_s", "track_offset_s", "origin_s", "detected_s", "prev_end_s", "occurrence",
     )  # fmt: skip
 
     def __init__(self, track: Any, t: float, offset: float, distance: float, score: float, expires: float) -> None:
@@ -146,7 +153,7 @@ class _Hypothesis:
         self.sx = self.sy = self.sxx = self.sxy = 0.0
         self.hit = True
         self.expires = expires  # a hypothesis that is not a play yet dies when not supported by then
-        # start_s, track_offset_s, origin_s, detected_s, prev_end_s: set when it becomes a play.
+        # start_s, track_offset_s, origin_s, detected_s, prev_end_s, occurrence: set when it becomes a play.
 
     def add_hit(self, t: float, offset: float, distance: float, score: float, hop_s: float) -> None:
         """Count a hit. It moves the end of the play only if the previous support was at most three
@@ -234,6 +241,7 @@ class _Hypothesis:
             first_hit_s=self.t0,
             last_hit_s=self.t_end,
             detected_s=self.detected_s,
+            occurrence=self.occurrence,
         )
 
 
@@ -246,13 +254,34 @@ def _score_of(h: _Hypothesis) -> float:
 
 
 class _StreamState:
-    __slots__ = ("last_t", "plays", "candidates", "last_end_s")
+    __slots__ = ("last_t", "plays", "candidates", "last_end_s", "ended")
 
     def __init__(self) -> None:
         self.last_t: float | None = None
         self.plays: list[_Hypothesis] = []  # started, not yet ended
         self.candidates: list[_Hypothesis] = []  # not yet started
         self.last_end_s: float | None = None  # last hit of the most recent ended play
+        self.ended: list[tuple[Any, float, int]] = []  # (track, origin_s, occurrence) of the latest ended plays
+
+
+def _hypothesis_fields(h: _Hypothesis) -> dict[str, Any]:
+    """A hypothesis as JSON-safe numbers; slots not set yet (a candidate's play fields) are None."""
+    out = {}
+    for name in _Hypothesis.__slots__:
+        value = getattr(h, name, None)
+        out[name] = None if isinstance(value, float) and not math.isfinite(value) else value
+    return out
+
+
+def _hypothesis_from(fields: dict[str, Any]) -> _Hypothesis:
+    h = _Hypothesis.__new__(_Hypothesis)
+    for name in _Hypothesis.__slots__:
+        if name not in fields:
+            raise ValueError(f"hypothesis lacks {name}")
+        setattr(h, name, fields[name])
+    if h.expires is None:  # -inf (a duplicate marked to die) does not survive JSON
+        h.expires = -math.inf
+    return h
 
 
 class Tracker:
@@ -331,6 +360,35 @@ class Tracker:
         )  # fmt: skip
         return events
 
+    def export_state(self, stream_id: str) -> dict[str, Any] | None:
+        """Everything the tracker keeps of ``stream_id`` as a JSON-safe document (None: never seen).
+
+        Open plays, candidates, the hop clock and the ended-play memory: a tracker restored from it
+        (:meth:`restore_state`) and fed the same hops decides exactly what this one would have."""
+        state = self._streams.get(stream_id)
+        if state is None:
+            return None
+        return {
+            "last_t": state.last_t,
+            "last_end_s": state.last_end_s,
+            "plays": [_hypothesis_fields(h) for h in state.plays],
+            "candidates": [_hypothesis_fields(h) for h in state.candidates],
+            "ended": [list(entry) for entry in state.ended],
+        }
+
+    def restore_state(self, stream_id: str, document: dict[str, Any]) -> None:
+        """Replace the state of ``stream_id`` by one :meth:`export_state` made; ValueError if malformed."""
+        state = _StreamState()
+        try:
+            state.last_t = document["last_t"]
+            state.last_end_s = document["last_end_s"]
+            state.plays = [_hypothesis_from(f) for f in document["plays"]]
+            state.candidates = [_hypothesis_from(f) for f in document.get("candidates", [])]
+            state.ended = [(track, float(origin), int(n)) for track, origin, n in document.get("ended", [])]
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"tracker state of {stream_id}: {exc!r}") from None
+        self._streams[stream_id] = state
+
     def flush(self, stream_id: str) -> list[PlayEvent]:
         """End of stream: end its open plays at their last hit and forget the stream."""
         state = self._streams.pop(stream_id, None)
@@ -355,6 +413,8 @@ class Tracker:
         end = max(h.t_end + p.end_bias_s, h.start_s)
         if state.last_end_s is None or h.t_end > state.last_end_s:
             state.last_end_s = h.t_end
+        state.ended.append((h.track, h.origin_s, h.occurrence))
+        del state.ended[:-RECENT_PLAYS]
         return PlayEvent(ENDED, h.snapshot(stream_id, p, end))
 
     def _step(
@@ -431,6 +491,7 @@ class Tracker:
                 h.prev_end_s = self._previous_end(h, state)
                 h.start_s, h.track_offset_s, h.origin_s = h.estimate_start(p)
                 h.detected_s = t
+                h.occurrence = self._occurrence(h, state)
                 state.plays.append(h)
                 events.append(PlayEvent(STARTED, h.snapshot(stream_id, p, None)))
                 started = True
@@ -518,18 +579,29 @@ class Tracker:
             ends.append(state.last_end_s)
         return max(ends, default=None)
 
-    def _may_start(self, h: _Hypothesis, state: _StreamState, t: float) -> bool:
-        """Confidence is high enough and no open play of the same track is still supported.
+    def _occurrence(self, h: _Hypothesis, state: _StreamState) -> int:
+        """0, or one more than the latest play of ``h``'s track (open, or among the recently ended)
+        whose origin is so close to ``h``'s that their ids could fall in one bucket (a hop of margin
+        for the rounding of wall times to milliseconds). The same track resuming at the same
+        alignment after a dropout that ended its play is a new play, and needs a new id."""
+        radius = self.params.id_quantum_s + self.params.hop_s
+        near = [o.occurrence for o in state.plays if o.track == h.track and abs(o.origin_s - h.origin_s) < radius]
+        near += [n for track, origin, n in state.ended if track == h.track and abs(origin - h.origin_s) < radius]
+        return max(near, default=-1) + 1
 
-        The second condition keeps a repeated passage of the track being played (a chorus at
-        another alignment) from starting a second play; a real second play of the same track
-        starts once the first one has missed ``min_hits`` hops in a row.
+    def _may_start(self, h: _Hypothesis, state: _StreamState, t: float) -> bool:
+        """Confidence is high enough and no play of the same track is open on the stream.
+
+        The second condition keeps a repeated passage of the track being played (a chorus, or a
+        loop a few seconds long, at another alignment) from starting a second play while the
+        first one is still going: with a loop-based track, the first play can miss several hops
+        in a row while the repeat is matched. A real second play of the same track starts once
+        the first one has ended (``end_after_misses`` hops without support); its start is still
+        estimated from its own hits, only its detection comes later.
         """
-        p = self.params
-        if h.confidence(p) < p.min_confidence:
+        if h.confidence(self.params) < self.params.min_confidence:
             return False
-        recent = t - p.min_hits * p.hop_s
-        return not any(o.track == h.track and o.t_last > recent for o in state.plays)
+        return not any(o.track == h.track for o in state.plays)
 
 
 def decide(

@@ -9,11 +9,14 @@ Ids are deterministic, so that a daemon that replays audio after a restart re-em
 and consumers can drop duplicates:
 
 - ``play_id`` = UUIDv5 of (stream id, track id, the play's *origin* rounded to
-  ``id_quantum_s``). The origin is the wall time at which the track's offset 0 played (or would
-  have) given the alignment seen at detection: unlike the estimated start or the detection time,
-  it does not depend on which hop first matched, so a replay lands on the same value (up to the
-  model's timing jitter, which the rounding absorbs). Wall time, because it comes from the
-  chunks' capture timestamps and survives restarts; stream time may restart at 0.
+  ``id_quantum_s``, and its *occurrence* when that is not 0). The origin is the wall time at which
+  the track's offset 0 played (or would have) given the alignment seen at detection: unlike the
+  estimated start or the detection time, it does not depend on which hop first matched, so a
+  replay lands on the same value (up to the model's timing jitter, which the rounding absorbs).
+  Wall time, because it comes from the chunks' capture timestamps and survives restarts; stream
+  time may restart at 0. The occurrence (:class:`~streamd.decision.Play`) numbers plays of one
+  track on one stream whose origins are within a quantum of each other — a play that ended on a
+  long dropout and resumed at the same alignment — which would otherwise share an id.
 - ``event_id`` = UUIDv5 of (play_id, type).
 """
 
@@ -39,10 +42,14 @@ class EventError(StreamdError):
     """A record is not a valid play event (bad JSON, missing or mistyped field)."""
 
 
-def play_id(stream_id: str, track_id: str, origin_ms: float, id_quantum_s: float = 10.0) -> str:
-    """The id shared by a play's two events (see the module docstring)."""
+def play_id(
+    stream_id: str, track_id: str, origin_ms: float, id_quantum_s: float = 10.0, occurrence: int = 0
+) -> str:
+    """The id shared by a play's two events (see the module docstring). Occurrence 0 keeps the
+    ids of the first version of this scheme."""
     bucket = math.floor(origin_ms / (id_quantum_s * 1000.0) + 0.5)
-    return str(uuid.uuid5(NAMESPACE, f"{stream_id}\n{track_id}\n{bucket}"))
+    name = f"{stream_id}\n{track_id}\n{bucket}" + (f"\n{occurrence}" if occurrence else "")
+    return str(uuid.uuid5(NAMESPACE, name))
 
 
 def event_id(play: str, kind: str) -> str:
@@ -78,7 +85,7 @@ def build_event(
     track_id = str(play.track_id)
     origin_ms = _wall_ms(stream_epoch_ms, play.origin_s)
     pid = play_id(play.stream_id, track_id, play.origin_s * 1000.0 if origin_ms is None else origin_ms,
-                  id_quantum_s)  # fmt: skip
+                  id_quantum_s, play.occurrence)  # fmt: skip
     return {
         "schema_version": SCHEMA_VERSION,
         "event_id": event_id(pid, decision.type),

@@ -79,10 +79,12 @@ def ingest_streams(config: Config, audios: dict[str, np.ndarray], start_ms: int 
         return ingest.produce(records, producer, config.kafka.audio_topic, realtime=realtime, stop=stop)
 
 
-def start_daemon_process(config: Config, catalog_ids: list[str], log_path: Path) -> subprocess.Popen:
-    """The daemon with the test fingerprinter in a subprocess (so that it can be SIGKILLed)."""
+def start_daemon_process(config: Config, catalog_ids: list[str], log_path: Path, crash: str = "") -> subprocess.Popen:
+    """The daemon with the test fingerprinter in a subprocess (so that it can be SIGKILLed);
+    ``crash``: where it kills itself (tests/daemon_proc.py)."""
     env = dict(os.environ)
     env["STREAMD_TEST_CONFIG"] = json.dumps({f"{s}.{k}": v for s, d in config.redacted().items() for k, v in d.items()})
+    env["STREAMD_TEST_CRASH"] = crash
     return subprocess.Popen([sys.executable, str(HERE / "daemon_proc.py"), *catalog_ids],
                             stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, env=env)  # noqa: SIM115
 

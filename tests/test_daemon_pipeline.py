@@ -10,7 +10,8 @@ from store_doubles import write_wav
 
 from streamd import dataset, protocol
 from streamd.config import load_config
-from streamd.daemon.pipeline import ENDED, STARTED, pipeline_from_config
+from streamd.daemon import state as stream_state
+from streamd.daemon.pipeline import pipeline_from_config
 from streamd.daemon.recognize import chunks_of, recognize_chunks
 from streamd.ingest import stream_chunks
 from streamd.store.table import CodeTable, SearchSettings
@@ -48,31 +49,37 @@ def test_recognize_finds_the_catalog_plays_of_a_file(corpus_dir, tmp_path):
         assert abs(min(x["start_s"] for x in found) - start) < 3 and abs(max(x["end_s"] for x in found) - end) < 3, found
 
 
-def test_state_hand_over_continues_the_open_play_under_its_id(corpus_dir):
-    """A second pipeline restored from the first's state mid-play (after a warm-up on the same audio)
-    ends the play with the id it started with, and starts no second play for it."""
+def test_state_hand_over_continues_the_stream_exactly(corpus_dir):
+    """A second pipeline restored from the first's state document (through JSON) and warmed up on
+    the audio before the cut — from a chunk that is not on the first one's hop grid — decides
+    exactly what an uninterrupted pipeline decides: the open play ends once under its id, and
+    every later event is the same (ids, boundaries, hits)."""
     catalog, audio, truth = program(corpus_dir)
     fp = ProjectionFingerprinter()
     searcher = catalog_searcher(fp, catalog)
     config = load_config()
-    start_ms = 1_700_000_000_000
-    all_chunks = list(chunks(audio, start_ms=start_ms))
-    cut = 90  # 45 s: inside the first play
-    first = pipeline_from_config(config, fp, searcher, shed_lag_s=np.inf, max_lag_s=np.inf)
-    before = first.feed(all_chunks[:cut])
-    open_at_cut = {d.document["play_id"] for d in before if d.event.type == STARTED} - {
-        d.document["play_id"] for d in before if d.event.type == ENDED}
-    assert open_at_cut, "no play open at the cut"
-    document = first.export("s")
-    second = pipeline_from_config(config, fp, searcher, shed_lag_s=np.inf, max_lag_s=np.inf)
-    second.restore(document)
-    warm = all_chunks[cut - 62 : cut]  # 31 s of warm-up, as the runner seeks back
-    assert not second.feed(warm, warm=True)
-    after = second.feed(all_chunks[cut:]) + second.end_all()
-    ended = [d.document["play_id"] for d in after if d.event.type == ENDED]
-    restarted = [d.document["play_id"] for d in after if d.event.type == STARTED]
-    for play_id in open_at_cut:
-        assert ended.count(play_id) == 1 and play_id not in restarted
+    all_chunks = list(chunks(audio, start_ms=1_700_000_000_000))
+
+    def pipeline():
+        return pipeline_from_config(config, fp, searcher, shed_lag_s=np.inf, max_lag_s=np.inf)
+
+    def summary(decisions):
+        return [(d.document["event_id"], d.document["start_s"], d.document["end_s"], d.document["hits"])
+                for d in decisions]  # fmt: skip
+
+    uninterrupted = pipeline()
+    reference = summary(uninterrupted.feed(all_chunks) + uninterrupted.end_all())
+    for cut, warm_chunks in ((90, 63), (233, 65)):  # 45 s and 116 s: inside plays
+        first = pipeline()
+        before = first.feed(all_chunks[:cut])
+        assert first.tracker.open_plays("s"), f"no play open at chunk {cut}"
+        document = stream_state.decode(stream_state.encode(first.export("s")))
+        second = pipeline()
+        second.restore(document)
+        assert not second.feed(all_chunks[cut - warm_chunks : cut], warm=True)
+        after = second.feed(all_chunks[cut:]) + second.end_all()
+        assert summary(before + after) == reference, cut
+
 
 def test_encoder_slots_grow_without_changing_codes():
     fp = ProjectionFingerprinter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -116,6 +117,63 @@ def test_a_repeated_passage_at_another_alignment_does_not_start_a_second_play():
     _, plays = run([seg, chorus], 200.0, seed=6, share_overlaps=False)
     assert [p.track_id for p in plays] == [tid(13)]
     assert_play(plays[0], seg)
+
+
+def test_a_loop_at_another_alignment_never_opens_a_second_play_of_the_track():
+    """Issue 11: a loop-based track (the same audio every 5 s) is matched at two alignments, and
+    the play misses a few hops in a row now and then; a second play of the track must not open
+    while the first one is open (it did whenever the first missed ``min_hits`` hops in a row)."""
+    seg = Segment(13, 30.0, 150.0, hit_prob=0.5)
+    loop = Segment(13, 30.0, 150.0, track_offset_s=5.0, hit_prob=0.5)
+    for seed in range(12):
+        m = CATALOG.matches(np.random.default_rng(seed), hop_times(0.0, 200.0), [seg, loop], share_overlaps=False)
+        open_plays = set()
+        for e in events_of(m):
+            if e.type == STARTED:
+                assert e.play.track_id not in {track for track, _ in open_plays}, (seed, e.play)
+                open_plays.add((e.play.track_id, e.play.origin_s))
+            else:
+                open_plays.discard((e.play.track_id, e.play.origin_s))
+
+
+def test_a_play_resumed_at_its_alignment_after_a_long_dropout_gets_a_new_id():
+    """Issue 11: a dropout longer than the hysteresis ends the play; the track resuming at the same
+    alignment is a second play with the same origin, numbered by ``occurrence`` so that the
+    two do not share a play id."""
+    from streamd.events import build_event
+
+    gap = (DecisionParams().end_after_misses + 6) * HOP
+    before = Segment(9, 50.0, 100.0)
+    after = Segment(9, 100.0 + gap, 170.0, track_offset_s=50.0 + gap, context_s=0.0)
+    m = CATALOG.matches(np.random.default_rng(5), hop_times(0.0, 200.0), [before, after])
+    ended = [e for e in events_of(m) if e.type == ENDED]
+    assert len(ended) == 2 and ended[0].play.origin_s == pytest.approx(ended[1].play.origin_s, abs=1.0)
+    assert [e.play.occurrence for e in ended] == [0, 1]
+    ids = {build_event(e, stream_epoch_ms=1.79e12, model_version="m", catalog_name="c", catalog_version=1)["play_id"]
+           for e in ended}  # fmt: skip
+    assert len(ids) == 2
+
+
+def test_a_tracker_restored_from_its_exported_state_decides_exactly_the_same():
+    """The hand-over state (daemon restarts, rebalances) holds the whole tracker: open plays,
+    candidates, hop clock and ended-play memory, through a JSON round trip."""
+    gap = (DecisionParams().end_after_misses + 6) * HOP  # ends the play; it resumes at its alignment
+    segments = [Segment(3, 10.0, 60.0), Segment(3, 60.0 + gap, 120.0, track_offset_s=50.0 + gap, context_s=0.0),
+                Segment(9, 118.0, 190.0, track_offset_s=20.0, context_s=2.5)]  # fmt: skip
+    m = CATALOG.matches(np.random.default_rng(11), hop_times(0.0, 200.0), segments)
+    reference = events_of(m)
+    assert [e.play.occurrence for e in reference if e.type == ENDED] == [0, 1, 0]
+    for cut in range(2, len(m.times), 3):  # cuts in every phase: forming, open, ended, resumed plays
+        tracker = Tracker()
+        events = []
+        for i in range(cut):
+            events += tracker.update_one("s", m.times[i], m.track_ids[i], m.offsets[i], m.distances[i])
+        state = json.loads(json.dumps(tracker.export_state("s"), allow_nan=False))
+        restored = Tracker()
+        restored.restore_state("s", state)
+        for i in range(cut, len(m.times)):
+            events += restored.update_one("s", m.times[i], m.track_ids[i], m.offsets[i], m.distances[i])
+        assert events + restored.flush("s") == reference, cut
 
 
 @pytest.mark.parametrize("stuck_prob", [0.0, 0.5])

@@ -75,6 +75,8 @@ def test_ids_depend_on_stream_track_origin_bucket_and_type():
     assert play_id("s2", "t", 1_000_000.0) != base and play_id("s", "t2", 1_000_000.0) != base
     assert event_id(base, STARTED) != event_id(base, ENDED)
     assert event_id(base, STARTED) == event_id(play_id("s", "t", 1_000_000.0), STARTED)
+    assert play_id("s", "t", 1_000_000.0, occurrence=0) == base  # ids of first plays never changed
+    assert len({base, play_id("s", "t", 1_000_000.0, occurrence=1), play_id("s", "t", 1_000_000.0, occurrence=2)}) == 3
 
 
 def test_without_wall_clock_the_wall_fields_are_null_and_ids_use_stream_time():

@@ -15,9 +15,13 @@ stream's state, :mod:`streamd.daemon.state`), plus wall-clock fields. The stream
 the end of the window its code summarises, as for catalog offsets: after frame count ``e`` of the
 stream's current buffer generation it is ``start_ts + e · hop_length / sample_rate``.
 
-Warm-up. A stream can be told to *resume after* a time (:meth:`Pipeline.resume_after`): hops that
-end before it only advance the encoder (no search, no decision), so the encoder and the 29 s buffer
-are full when decisions resume at the point where the previous owner of the stream stopped.
+Warm-up and hand-over. A stream restored from its state document (:meth:`Pipeline.restore`)
+resumes after the last hop its previous owner decided: the audio replayed up to there only advances
+the front end and the encoder (no search, no decision), so the 29 s buffer and the encoder are full
+when decisions resume, and that audio is never shed. The replay is cut into the same hops as
+before (the document keeps a hop boundary, ``grid_ms``, and the first replayed chunk is trimmed to
+it), so the restored stream computes the same codes and, with the tracker restored whole, decides
+exactly what the previous owner would have.
 
 Load shedding (docs/daemon.md). A hop whose end is more than ``shed_lag_s`` behind the wall clock
 is *thinned*: every other such hop of a stream is encoded (the encoder must see every hop to stay
@@ -89,6 +93,8 @@ class StreamInfo:
     resume_after_s: float = float("-inf")  # hops ending at or before this only warm up the encoder
     newest_ts_ms: float = 0.0  # capture end of the newest chunk pushed
     dirty: bool = True  # state changed since it was last saved
+    restored: bool = False  # taken over from a state document (its resume point is the document's)
+    grid_ms: float | None = None  # a hop boundary (capture ms) the front end's first audio must start on
 
 
 @dataclasses.dataclass
@@ -193,23 +199,31 @@ class Pipeline:
             info.resume_after_s = max(info.resume_after_s, until_s)
 
     def restore(self, document: dict[str, Any]) -> None:
-        """Take over a stream from its state document (:mod:`streamd.daemon.state`): its epoch, open
-        plays and hop clock; hops up to the last decided one only warm up the encoder."""
+        """Take over a stream from its state document (:mod:`streamd.daemon.state`): its epoch, hop
+        grid and tracker state; hops up to the last decided one only warm up the encoder."""
         sid = document["stream_id"]
         if sid in self.streams:
             return
-        info = StreamInfo(epoch_ms=float(document["epoch_ms"]), slot=self._slot(), dirty=False)
+        grid = document.get("grid_ms")
+        info = StreamInfo(epoch_ms=float(document["epoch_ms"]), slot=self._slot(), dirty=False, restored=True,
+                          grid_ms=None if grid is None else float(grid))  # fmt: skip
         self.encoder.reset(info.slot)
-        if document.get("last_t") is not None:
-            info.resume_after_s = float(document["last_t"])
+        last = stream_state.last_decided(document)
+        if last is not None:
+            info.resume_after_s = float(last)
         self.streams[sid] = info
         stream_state.restore_stream(self.tracker, document)
 
-    def export(self, stream_id: str) -> dict[str, Any]:
-        """The state document of a stream, and mark it saved."""
+    def export(self, stream_id: str, outbox: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+        """The state document of a stream (with ``outbox``, its events not acknowledged yet), and
+        mark it saved."""
         info = self.streams[stream_id]
         info.dirty = False
-        return stream_state.export_stream(self.tracker, stream_id, info.epoch_ms)
+        grid = info.grid_ms
+        if stream_id in self.bank:
+            front = self.bank.stream(stream_id)
+            grid = front.start_ts_ms + front.taken * self.hop_ms
+        return stream_state.export_stream(self.tracker, stream_id, info.epoch_ms, grid, outbox)
 
     def forget(self, stream_ids: Iterable[str]) -> None:
         """Drop streams without ending their plays (they moved to another consumer, or shutdown)."""
@@ -229,19 +243,30 @@ class Pipeline:
         """Give chunks (any streams, each stream's in order) to the front end; no model work.
 
         ``warm``: these chunks were already processed by an earlier owner of their streams; their
-        hops only warm up the encoder (see :meth:`resume_after`).
+        hops only warm up the encoder (see :meth:`resume_after`), unless the stream was restored
+        from a state document, which says exactly up to where its previous owner decided. Audio up
+        to that point is never shed: it is a replay, not a backlog.
         """
         now_ms = self.clock() * 1000.0
+        period_ms = self.hop * self.hop_ms
         fresh = []
         for chunk in chunks:
             end_ms = chunk.ts_ms + chunk.duration_s * 1000.0
-            if not warm and now_ms - end_ms > self.max_lag_s * 1000.0:
+            info = self.streams.get(chunk.stream_id)
+            replay = warm or (info is not None and end_ms <= info.resume_after_s * 1000.0)
+            if not replay and now_ms - end_ms > self.max_lag_s * 1000.0:
                 if self.metrics is not None:
                     self.metrics.shed.labels("chunks").inc()
                 continue
-            info = self._info(chunk)
+            info = info or self._info(chunk)
+            if info.grid_ms is not None:
+                if chunk.stream_id not in self.bank:
+                    chunk = align_to_grid(chunk, info.grid_ms, period_ms)
+                    if chunk is None:
+                        continue
+                info.grid_ms = None
             info.newest_ts_ms = max(info.newest_ts_ms, end_ms)
-            if warm:
+            if warm and not info.restored:
                 info.resume_after_s = max(info.resume_after_s, end_ms / 1000.0)
             fresh.append(chunk)
         self.bank.push(fresh)
@@ -409,6 +434,23 @@ def shift_play(play: Play, by_s: float) -> Play:
         last_hit_s=play.last_hit_s + by_s,
         detected_s=play.detected_s + by_s,
     )
+
+
+def align_to_grid(chunk: Chunk, grid_ms: float, period_ms: float) -> Chunk | None:
+    """``chunk`` without the samples before the first hop boundary in it (boundaries lie at
+    ``grid_ms + k · period_ms``); None when the whole chunk lies before the next boundary.
+
+    The cut is sample-exact at rates with a whole number of samples per millisecond; the frames
+    after it are exactly the earlier ones at 12 kHz (other rates go through a resampler that
+    starts afresh, so they differ slightly)."""
+    rate = chunk.sample_rate
+    period = round(period_ms * rate / 1000.0)
+    drop = round((grid_ms - chunk.ts_ms) * rate / 1000.0) % period
+    if drop == 0:
+        return chunk
+    if drop >= chunk.n_frames:
+        return None
+    return dataclasses.replace(chunk, samples=chunk.samples[drop:], ts_ms=chunk.ts_ms + round(drop * 1000 / rate))
 
 
 def _waves(chunks: Sequence[Chunk], wave_s: float) -> list[list[Chunk]]:

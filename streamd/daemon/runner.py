@@ -1,19 +1,26 @@
 """``streamd run``: the consumer-group loop around the :class:`~streamd.daemon.pipeline.Pipeline`.
 
     poll (bounded) → decode (bad records → dead-letter topic) → pipeline.feed → publish events
-    every commit_interval_s: save changed stream states → flush producer → commit offsets
+    publish: save the deciding streams' states, with the new events as outbox → flush → send events
+    every commit_interval_s: flush → save changed stream states → flush → commit offsets
 
-Delivery is at-least-once with deterministic event ids (docs/daemon.md): input offsets are
-committed only after every event and state record caused by the records before them is
-acknowledged by Kafka, so a crash replays at most the records after the last commit, and the
-replay re-emits the same ids. Open plays are handed over through the compacted state topic.
+Delivery is at-least-once with deterministic event ids (docs/daemon.md, "Recovery"). Two rules
+make a crash at any point recoverable:
+
+1. An event is sent only after the state document of its stream that lists it (the *outbox*) is
+   acknowledged. So every event ever sent is either acknowledged or in the outbox of its stream's
+   newest state, and that state holds the whole tracker as of the decision: the next owner
+   re-sends the outbox and continues from that state, never re-deciding a published play.
+2. Input offsets are committed only after every event and state caused by the records before
+   them is acknowledged: a restart replays at most the records after the last commit.
 
 Partitions are assigned by the group coordinator; one stream's chunks are on one partition (key =
-stream id). On revocation the loop has finished its batch (the listener runs inside ``poll``): it
-saves the states, flushes, commits and drops the streams of those partitions. On assignment it
-seeks each partition back to ``warmup`` seconds before the committed position (the committed
-offset's metadata holds the newest record timestamp processed), so buffers and encoder are full
-when decisions resume at the committed offset.
+stream id). On revocation (noted by the listener inside ``poll``) the loop flushes what it decided
+and drops the streams of those partitions, without processing records of them any more. On
+assignment it reads the streams' states and seeks each partition back a window (29 s), a hop and
+``warmup_margin_s`` before the committed position (the committed offset's metadata holds the
+newest record timestamp processed), so buffers and encoder are full when decisions resume after
+the last decided hop of each restored stream.
 """
 
 from __future__ import annotations
@@ -39,7 +46,6 @@ from streamd.metrics import Metrics
 log = logging.getLogger("streamd.daemon")
 
 LAG_INTERVAL_S = 5.0
-WINDOW_S = 1366 * 256 / 12000  # the ring's length in seconds (29.1 s)
 
 
 class Daemon:
@@ -71,6 +77,8 @@ class Daemon:
         self.newest_record_ts: dict[TopicPartition, int] = {}
         self.warm_until: dict[TopicPartition, int] = {}  # records below this offset only warm up
         self.pending_state: dict[str, dict[str, Any]] = {}  # restored, not yet seen streams
+        self.unacked: dict[str, list[dict[str, Any]]] = {}  # per stream: events sent since the last flush
+        self.outbox_saved: set[str] = set()  # streams whose newest saved state lists an outbox
         self._revoked: set[TopicPartition] = set()  # noted by the rebalance listener, handled after poll
         self._assigned: set[TopicPartition] = set()
         self.uncommitted = 0
@@ -95,11 +103,12 @@ class Daemon:
         self.pipeline = pipeline_from_config(config, self._fp, self._searcher, metrics=self.metrics)
         ensure_topics(config, {kafka.audio_topic: kafka.audio_partitions, kafka.events_topic: kafka.audio_partitions,
                                kafka.deadletter_topic: 1})  # fmt: skip
-        self.consumer = make_consumer(config, max_poll_records=d.max_poll_records)
+        self.consumer = make_consumer(config, max_poll_records=d.max_poll_records,
+                                      session_timeout_ms=int(d.session_timeout_s * 1000))
         partitions = self.consumer.partitions_for_topic(kafka.audio_topic) or set()
         self.state_partitions = max(1, len(partitions))
         ensure_topics(config, {d.state_topic: self.state_partitions},
-                      topic_configs={"cleanup.policy": "compact", "segment.ms": "600000"})  # fmt: skip
+                      topic_configs={"cleanup.policy": "compact", "segment.ms": "60000"})  # fmt: skip
         self.producer = BoundedProducer(config, acks="all", linger_ms=2, client_id="streamd-daemon")
         if self.http:
             self.ops = OpsServer(d.http_host, d.http_port, self.metrics.render, self.heartbeat, {
@@ -122,8 +131,10 @@ class Daemon:
             while not self.stop.is_set():
                 polled = self.consumer.poll(timeout_ms=200)
                 if self._revoked:
-                    self.on_revoked(self._revoked)
-                    self._revoked = set()
+                    revoked, self._revoked = self._revoked, set()
+                    self.on_revoked(revoked)
+                    # another consumer owns them now: what this poll returned for them is its to decide
+                    polled = {tp: r for tp, r in polled.items() if tp not in revoked}
                 if self._assigned:
                     self.on_assigned(self._assigned)
                     # what this poll returned for them started at the committed offset: fetch again
@@ -177,9 +188,9 @@ class Daemon:
                     continue
                 n_bytes += len(record.value)
                 sid = chunk.stream_id
-                if sid not in pipeline.streams and sid in self.pending_state:
-                    pipeline.restore(self.pending_state.pop(sid))
                 self.partition_of[sid] = tp
+                if sid not in pipeline.streams and sid in self.pending_state:
+                    self._restore(self.pending_state.pop(sid))
                 (warm if record.offset < warm_until else live).append(chunk)
             self.processed[tp] = records[-1].offset + 1
             self.newest_record_ts[tp] = max(self.newest_record_ts.get(tp, 0), max(r.timestamp for r in records))
@@ -210,40 +221,59 @@ class Daemon:
                            "offset": record.offset})  # fmt: skip
 
     def _publish(self, decisions: list[Decision]) -> None:
-        """Send the events; a play that started or ended also saves its stream's state at once."""
+        """Save the deciding streams' states with these events as outbox, wait until Kafka has them,
+        then send the events (rule 1 of the module docstring)."""
         if not decisions:
             return
-        topic = self.config.kafka.events_topic
+        new: dict[str, list[dict[str, Any]]] = {}
         for d in decisions:
-            key, value = encode_event(d.document)
-            self.producer.send(topic, value=value, key=key)
-            self.unacked_events += 1
-            self.events_sent += 1
-            log.info("play %s", d.event.type, extra={"stream_id": d.document["stream_id"],
-                     "track_id": d.document["track_id"], "play_id": d.document["play_id"],
-                     "start_s": d.document["start_s"], "end_s": d.document["end_s"],
-                     "confidence": d.document["confidence"]})  # fmt: skip
-        # The events first: a saved open play whose `started` event was lost would never be re-sent.
+            new.setdefault(d.document["stream_id"], []).append(d.document)
+        for sid, documents in new.items():
+            self._save_state(sid, documents)
         self._flush()
-        for sid in {d.event.play.stream_id for d in decisions}:
-            self._save_state(sid)
+        for d in decisions:
+            self._send_event(d.document, d.event.type)
         if any(d.event.type == STARTED for d in decisions):
             self.metrics.open_plays.set(self.pipeline.tracker.n_open_plays)
 
-    def _save_state(self, stream_id: str) -> None:
+    def _send_event(self, document: dict[str, Any], kind: str, resent: bool = False) -> None:
+        key, value = encode_event(document)
+        self.producer.send(self.config.kafka.events_topic, value=value, key=key)
+        self.unacked.setdefault(document["stream_id"], []).append(document)
+        self.unacked_events += 1
+        self.events_sent += 1
+        log.info("play %s%s", kind, " (re-sent from the outbox)" if resent else "",
+                 extra={"stream_id": document["stream_id"], "track_id": document["track_id"],
+                        "play_id": document["play_id"], "start_s": document["start_s"],
+                        "end_s": document["end_s"], "confidence": document["confidence"]})  # fmt: skip
+
+    def _restore(self, document: dict[str, Any]) -> None:
+        """Take a stream over from its state document; re-send the events it lists as unacknowledged."""
+        self.pipeline.restore(document)
+        for event in document.get("outbox", []):
+            self._send_event(event, event["type"], resent=True)
+
+    def _save_state(self, stream_id: str, new_events: list[dict[str, Any]] | None = None) -> None:
+        """Send the stream's state; its outbox: the events sent and not acknowledged, plus ``new_events``."""
         tp = self.partition_of.get(stream_id)
         if tp is None or self.pipeline is None or stream_id not in self.pipeline.streams:
             return
-        document = self.pipeline.export(stream_id)
+        outbox = self.unacked.get(stream_id, []) + (new_events or [])
+        document = self.pipeline.export(stream_id, outbox)
         self.producer.send(self.config.daemon.state_topic, value=stream_state.encode(document),
                            key=stream_id.encode(), partition=tp.partition % self.state_partitions)  # fmt: skip
+        if outbox:
+            self.outbox_saved.add(stream_id)
+        else:
+            self.outbox_saved.discard(stream_id)
 
     # --- delivery ----------------------------------------------------------------------------
 
     def commit(self, partitions: set[TopicPartition] | None = None) -> None:
-        """Save changed states, wait for every event and state to be acknowledged, then commit."""
+        """Wait for the events, save changed states, wait for them, then commit (rule 2)."""
         if self.consumer is None or self.producer is None or self.pipeline is None:
             return
+        self._flush()  # every event sent is acknowledged: the states saved now need no outbox
         for sid, info in list(self.pipeline.streams.items()):
             if info.dirty and (partitions is None or self.partition_of.get(sid) in partitions):
                 self._save_state(sid)
@@ -267,7 +297,9 @@ class Daemon:
             self.metrics.commit_lag.set(0)
 
     def _flush(self) -> None:
-        """Wait until Kafka acknowledged everything sent; a failure stops the daemon uncommitted."""
+        """Wait until Kafka acknowledged everything sent; a failure stops the daemon uncommitted.
+
+        Streams whose saved state lists an outbox are marked changed: their next state needs none."""
         try:
             self.producer.flush(timeout_s=60)
         except KafkaSendError as exc:
@@ -276,6 +308,11 @@ class Daemon:
             raise
         self.metrics.events_published.inc(self.unacked_events)
         self.unacked_events = 0
+        self.unacked.clear()
+        for sid in self.outbox_saved:
+            info = self.pipeline.streams.get(sid)
+            if info is not None:
+                info.dirty = True
 
     def _update_gauges(self) -> None:
         consumer, m = self.consumer, self.metrics
@@ -296,10 +333,17 @@ class Daemon:
 
     # --- rebalancing -------------------------------------------------------------------------
 
+    @property
+    def warmup_s(self) -> float:
+        """Audio replayed before the committed position: the ring (29.1 s), a hop, the margin."""
+        fe, model = self.config.frontend, self.config.model
+        return (fe.window_frames + model.hop_frames) * fe.hop_length / fe.sample_rate + self.config.daemon.warmup_margin_s
+
     def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Drop the streams of partitions another consumer now owns. Their offsets can no longer be
-        committed by this one: the new owner replays from the last commit (at most
-        ``commit_interval_s`` of audio) with the states saved then, so it emits the same ids."""
+        """Drop the streams of partitions another consumer now owns, after flushing what they
+        decided. No state is saved and no offset committed any more: the new owner may already be
+        reading them. It replays from the last commit with the newest states, which list every
+        event not acknowledged (rule 1), so it re-sends rather than re-decides them."""
         revoked = set(revoked)
         if not revoked:
             return
@@ -311,6 +355,8 @@ class Daemon:
         self.pipeline.forget(gone)
         for sid in gone:
             del self.partition_of[sid]
+            self.unacked.pop(sid, None)  # if the flush failed, they are in the outbox of the saved state
+            self.outbox_saved.discard(sid)
         for tp in revoked:
             self.processed.pop(tp, None)
             self.warm_until.pop(tp, None)
@@ -335,7 +381,7 @@ class Daemon:
             except (ValueError, AttributeError, TypeError):
                 newest_ts = 0
             if newest_ts > 0:
-                target = newest_ts - int((WINDOW_S + d.warmup_margin_s) * 1000)
+                target = newest_ts - int(self.warmup_s * 1000)
                 found = self.consumer.offsets_for_times({tp: max(0, target)}).get(tp)
                 if found is not None:
                     start = min(start, found.offset)

@@ -1,53 +1,57 @@
-"""A stream's decision state as a small JSON document, so that its open plays survive a restart or a
-hand-over to another consumer.
+"""A stream's recovery state as a small JSON document, so that a restart or a hand-over to another
+consumer continues the stream exactly where the published events left it.
 
 The daemon writes one document per stream to a compacted Kafka topic (``daemon.state_topic``, key =
-stream id, same partition number as the stream's audio) whenever the stream's plays change and
-before every offset commit (docs/daemon.md, "Delivery"). The next owner of the stream reads the
-newest document and puts the tracker back where it was at the commit: an open play keeps its
-``play_id`` and ends with one ``ended`` event, without a second ``started``.
+stream id, same partition number as the stream's audio) before it publishes any event the stream
+decided, and before every offset commit (docs/daemon.md, "Recovery"). The next owner of the stream
+reads the newest document, re-sends its outbox and puts the tracker back where it was.
 
-What is kept: the stream's epoch (stream time 0), the time of the last decided hop, the end of the
-last finished play, and the open plays with every number of their hypothesis (a fixed set of
-floats). Candidates that are not plays yet are not kept: after a restart they are found again
-within a few hops (only their detection is later).
+What is kept:
+
+- ``epoch_ms``: the stream's epoch (stream time 0), so event times do not move with the owner;
+- ``grid_ms``: the capture time of a hop boundary of the stream's front end, so the next owner cuts
+  the audio it replays into the same hops (same codes, same decisions);
+- ``tracker``: the whole decision state (:meth:`streamd.decision.Tracker.export_state`): hop clock,
+  open plays, candidates that are not plays yet, and the memory of recently ended plays;
+- ``outbox``: the event documents decided but not known to be acknowledged by Kafka when the
+  document was written. Events are only sent once the document that lists them is durable, so an
+  event is either in the newest document's outbox or acknowledged; the next owner re-sends the
+  outbox (same ``event_id``\\ s: consumers drop the duplicates).
+
+Version 1 documents (open plays only, no grid, no outbox) are still read.
 """
 
 from __future__ import annotations
 
 import json
-import math
+from collections.abc import Sequence
 from typing import Any
 
-from streamd.decision import Tracker, _Hypothesis, _StreamState
+from streamd.decision import Tracker
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class StateError(ValueError):
     """A state document that cannot be read (another version, bad JSON, missing fields)."""
 
 
-def _number(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def export_stream(tracker: Tracker, stream_id: str, epoch_ms: float) -> dict[str, Any]:
+def export_stream(
+    tracker: Tracker,
+    stream_id: str,
+    epoch_ms: float,
+    grid_ms: float | None = None,
+    outbox: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
     """The state document of ``stream_id`` (its tracker state may be absent: no hop decided yet)."""
-    state = tracker._streams.get(stream_id)
-    plays = []
-    if state is not None:
-        for h in state.plays:
-            plays.append({name: _number(getattr(h, name, None)) for name in _Hypothesis.__slots__})
     return {
         "v": STATE_VERSION,
         "stream_id": stream_id,
         "epoch_ms": epoch_ms,
-        "last_t": None if state is None else state.last_t,
-        "last_end_s": None if state is None else state.last_end_s,
-        "plays": plays,
+        "grid_ms": grid_ms,
+        "tracker": tracker.export_state(stream_id),
+        "outbox": list(outbox),
     }
 
 
@@ -56,29 +60,47 @@ def encode(document: dict[str, Any]) -> bytes:
 
 
 def decode(value: bytes) -> dict[str, Any]:
-    """The state document in a record value; :class:`StateError` if it is not one."""
+    """The state document in a record value (version 1 converted); :class:`StateError` if it is not one."""
     try:
         document = json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise StateError(f"state is not JSON: {exc}") from None
-    if not isinstance(document, dict) or document.get("v") != STATE_VERSION:
+    if not isinstance(document, dict) or document.get("v") not in READABLE_VERSIONS:
         raise StateError(f"state document of another version: {str(document)[:80]}")
-    for key in ("stream_id", "epoch_ms", "plays"):
+    for key in ("stream_id", "epoch_ms"):
         if key not in document:
             raise StateError(f"state document lacks {key}")
+    if document["v"] == STATE_VERSION and document.get("tracker") is not None:
+        try:
+            Tracker().restore_state(str(document["stream_id"]), document["tracker"])  # well-formed?
+        except ValueError as exc:
+            raise StateError(str(exc)) from None
+    if document["v"] == 1:
+        if "plays" not in document:
+            raise StateError("state document lacks plays")
+        document = {
+            "v": STATE_VERSION,
+            "stream_id": document["stream_id"],
+            "epoch_ms": document["epoch_ms"],
+            "grid_ms": None,
+            "tracker": {"last_t": document.get("last_t"), "last_end_s": document.get("last_end_s"),
+                        "plays": [{**play, "occurrence": play.get("occurrence", 0)} for play in document["plays"]]},
+            "outbox": [],
+        }  # fmt: skip
     return document
 
 
+def last_decided(document: dict[str, Any]) -> float | None:
+    """Time (the stream's clock) of the last hop the document's tracker decided; None if none."""
+    tracker = document.get("tracker")
+    return None if tracker is None else tracker.get("last_t")
+
+
 def restore_stream(tracker: Tracker, document: dict[str, Any]) -> None:
-    """Put ``document``'s open plays and hop clock into ``tracker`` (replacing the stream's state)."""
-    state = _StreamState()
-    state.last_t = document.get("last_t")
-    state.last_end_s = document.get("last_end_s")
-    for fields in document["plays"]:
-        h = _Hypothesis.__new__(_Hypothesis)
-        for name in _Hypothesis.__slots__:
-            if name not in fields:
-                raise StateError(f"state of {document['stream_id']}: play lacks {name}")
-            setattr(h, name, fields[name])
-        state.plays.append(h)
-    tracker._streams[document["stream_id"]] = state
+    """Put ``document``'s decision state into ``tracker`` (replacing the stream's state)."""
+    if document.get("tracker") is None:
+        return
+    try:
+        tracker.restore_state(document["stream_id"], document["tracker"])
+    except ValueError as exc:
+        raise StateError(str(exc)) from None
