@@ -78,8 +78,9 @@ def test_frames_older_than_the_input_span_are_ignored():
 
 @pytest.mark.parametrize(
     ("arch", "dtype", "atol"),
-    [(SMALL, torch.float64, 1e-10), (ArchConfig(), torch.float64, 1e-10), (ArchConfig(), torch.float32, 5e-4)],
-    ids=["small-f64", "default-f64", "default-f32"],
+    [(SMALL, torch.float64, 1e-10), (ArchConfig(), torch.float64, 1e-10), (ArchConfig(), torch.float32, 5e-4),
+     (ArchConfig(context_hops=3), torch.float64, 1e-10)],
+    ids=["small-f64", "default-f64", "default-f32", "context3-f64"],
 )
 def test_streaming_equals_full_window(arch, dtype, atol):
     """Slots at different phases, one reset midway: each hop's code equals the full-window code."""
@@ -109,6 +110,22 @@ def test_streaming_equals_full_window(arch, dtype, atol):
         assert torch.allclose(relaxed, full, atol=atol), (hop, (relaxed - full).abs().max())
         if dtype == torch.float64 or full.abs().min() > 10 * atol:  # sign is unambiguous
             assert np.array_equal(pack_bits(relaxed), pack_bits(full)), hop
+
+
+def test_short_context_reads_only_its_newest_hops():
+    """A 3-hop context: the code depends on the newest 3·48 + overhead frames of the window only."""
+    arch = ArchConfig(context_hops=3)
+    assert arch.n_steps == 3 and arch.input_frames == 3 * 48 + arch.overhead_frames
+    fp = Fingerprinter(_randomised(arch, seed=8, dtype=torch.float64))
+    windows = _logmel(2, 96, arch.window_frames, seed=9, dtype=torch.float64)
+    changed = windows.clone()
+    changed[..., : arch.window_frames - arch.input_frames] += 5.0
+    changed_inside = windows.clone()
+    changed_inside[..., -arch.input_frames] += 5.0
+    assert torch.equal(fp.relaxed_for_logmel(windows), fp.relaxed_for_logmel(changed))
+    assert not torch.allclose(fp.relaxed_for_logmel(windows), fp.relaxed_for_logmel(changed_inside))
+    with pytest.raises(ValueError):
+        ArchConfig(context_hops=40)  # more hops than a 29 s window holds
 
 
 def test_streaming_rejects_bad_input():

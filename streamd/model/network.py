@@ -53,6 +53,10 @@ class ArchConfig:
     lstm2_hidden: int = 128
     bits: int = 64
     selection: str = "cosine"  # "cosine" | "none"
+    # Hops of the window the head reads (newest first); 0 = all hops that fit the window (the
+    # paper's 29 s). Short contexts give codes of the last few seconds: a track is found seconds
+    # after it starts, and longer queries vote over many codes (docs/model.md).
+    context_hops: int = 0
     # Head variants for the paper's comparisons (docs/experiments.md); the defaults are the model.
     rnn: str = "lstm"  # recurrent unit of both recurrent layers: "lstm" | "gru" | "rnn" (simple RNN)
     rnn_layers: int = 2  # 2: eqs. 1-2 (RNN1 per map, RNN2 over maps); 1: RNN1 only, its last states concatenated
@@ -73,6 +77,8 @@ class ArchConfig:
             raise ValueError(f"rnn must be one of {sorted(RECURRENT_UNITS)} and rnn_layers 1 or 2")
         if self.level_mode not in ("sequence", "concat"):
             raise ValueError("level_mode must be 'sequence' or 'concat'")
+        if self.context_hops < 0:
+            raise ValueError("context_hops must be >= 0 (0: the whole window)")
         if self.input_frames > self.window_frames:
             raise ValueError(f"window_frames {self.window_frames} is shorter than one hop + overhead")
 
@@ -87,8 +93,8 @@ class ArchConfig:
 
     @property
     def n_steps(self) -> int:
-        """Hops per window (time steps of every level map after resizing)."""
-        return (self.window_frames - self.overhead_frames) // self.hop_frames
+        """Hops the head reads per window (time steps of every level map after resizing)."""
+        return self.context_hops or (self.window_frames - self.overhead_frames) // self.hop_frames
 
     @property
     def input_frames(self) -> int:

@@ -115,11 +115,11 @@ class ViewMaker:
         return np.zeros(n, np.float32)
 
     def item(self, rng: np.random.Generator, index: int) -> tuple[np.ndarray, np.ndarray, float]:
-        """One item: (query audio, reference audio, fill seconds of window 0 or 29.12 if full)."""
+        """One item: (query audio, reference audio, fill seconds of window 0, or the seconds the model reads if full)."""
         cfg, hop, n = self.cfg, self.hop, self.samples
         x = self.audio.clean(index)
         span = (cfg.windows - 1) * hop
-        window_s = self.arch.window_frames * self.mel.hop_length / SAMPLE_RATE
+        window_s = self.arch.input_frames * self.mel.hop_length / SAMPLE_RATE
         speed = 1.0 + rng.uniform(-cfg.max_speed, cfg.max_speed) if rng.random() < cfg.speed_prob else 1.0
         shift = int(rng.uniform(-cfg.shift_hops, cfg.shift_hops) * hop)
         q_end0 = n - span  # query sample where window 0 ends
