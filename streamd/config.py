@@ -106,13 +106,13 @@ class DaemonConfig:
     log_format: str = _choice("json", "text", default="json")
     log_level: str = _choice("DEBUG", "INFO", "WARNING", "ERROR", default="INFO")
     # Decision logic (streamd/decision.py, docs/decision.md).
-    min_hits: int = _bounded(3, 1, 1000)
+    min_hits: int = _bounded(10, 1, 1000)  # bench/decision_sweep.py, docs/decision.md
     min_evidence: float = _bounded(2.5, 0.0, 1000.0)
     max_distance_ratio: float = _bounded(0.375, 0.0, 0.5)
     align_tol_s: float = _bounded(1.5, 0.0, 60.0)
     speed_tol: float = _bounded(0.03, 0.0, 0.5)
     candidate_max_misses: int = _bounded(1, 0, 100)
-    end_after_misses: int = _bounded(8, 1, 1000)
+    end_after_misses: int = _bounded(12, 1, 1000)
     from_start_max_s: float = _bounded(8.0, 0.0, 3600.0)
     start_context_s: float = _bounded(3.0, 0.0, 600.0)
     max_overlap_s: float = _bounded(2.0, 0.0, 600.0)

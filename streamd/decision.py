@@ -45,14 +45,14 @@ class DecisionParams:
 
     hop_s: float = 1.024  # stream time between two hops of one stream
     code_bits: int = 64  # K, bits per code
-    min_hits: int = 3  # hits a hypothesis needs before it becomes a play
+    min_hits: int = 10  # hits a hypothesis needs before it becomes a play (docs/decision.md: sweep)
     min_evidence: float = 2.5  # summed hit scores (1 - 2 d / K per hit) needed to start
     min_confidence: float = 0.5  # confidence needed to start
     max_distance_ratio: float = 0.375  # matches farther than this * K bits are ignored
     align_tol_s: float = 1.5  # how far a hit may land from the predicted track offset
     speed_tol: float = 0.03  # allowed playback speed deviation (0.03 = 0.97 .. 1.03)
     candidate_max_misses: int = 1  # consecutive misses a not-yet-started hypothesis survives
-    end_after_misses: int = 8  # consecutive misses that end a play (hysteresis)
+    end_after_misses: int = 12  # consecutive misses that end a play (hysteresis)
     from_start_max_s: float = 8.0  # a play first hit at most this far into the track was played from 0
     start_context_s: float = 3.0  # audio the model needs before its first match (mid-track starts)
     max_overlap_s: float = 2.0  # how much a play may overlap the previous one, for the start bound
