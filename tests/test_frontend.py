@@ -14,7 +14,8 @@ from streamd.config import FrontendConfig
 from streamd.frontend import COUNTER_NAMES, LOG_SILENCE, FrontendBank
 from streamd.frontend.audio import downmix, make_resampler, resample_whole
 from streamd.frontend.continuity import ChunkOrder
-from streamd.melspec import offline_logmel
+from streamd.frontend.framer import apply_filterbank, split_filterbank
+from streamd.melspec import MelParams, mel_filterbank, offline_logmel
 from streamd.protocol import Chunk
 
 RATES = (8000, 11025, 16000, 22050, 44100, 48000)
@@ -95,6 +96,19 @@ def test_soxr_stream_output_does_not_depend_on_chunking(rate, seed, sizes):
         start += sizes[k % len(sizes)]
         k += 1
     np.testing.assert_array_equal(np.concatenate(pieces), whole)
+
+
+def test_filterbank_parts_cover_every_weight_and_give_the_bits_of_the_whole_matmul():
+    params = MelParams()
+    filterbank = mel_filterbank(params)
+    parts = split_filterbank(params)
+    covered = torch.zeros_like(filterbank)
+    for first, end, bins, weights in parts:
+        covered[:bins, first:end] = weights
+    torch.testing.assert_close(covered, filterbank, rtol=0, atol=0)  # nothing left out
+    power = torch.exp(torch.empty((300, filterbank.shape[0])).uniform_(-30.0, 10.0))
+    out = apply_filterbank(power, parts, torch.empty((300, params.n_mels)))
+    assert torch.equal(out, power @ filterbank)
 
 
 def test_downmix_is_the_channel_mean_and_keeps_mono_as_a_view():
@@ -287,6 +301,42 @@ def test_long_seq_gap_resets_the_stream():
     silent = bank.window_frames - got.shape[1]
     assert (bank.window("s")[:, :silent] == LOG_SILENCE).all()
     assert nonzero(bank.counters) == {"stream_start": 1, "in_order": 3, "seq_gap": 1, "gap_reset": 1}
+
+
+def test_signal_buffer_overflow_interleaving_and_chunks_larger_than_the_buffer():
+    # block_frames=64: the bank's signal buffer holds 8 * 64 * 256 = 131072 samples. The pushes
+    # fill it several times, a stream's span is extended (two chunks in a row) and moved (its
+    # next chunk after other streams'), and chunks of 140000 samples are framed on their own.
+    rng = np.random.default_rng(21)
+    audio = {sid: music_like(rng, 400_000, 1, RATE) for sid in "abc"}
+    sizes = {"a": [140_000, 7000, 13], "b": [3000, 3000, 9000], "c": [1, 20_000, 511]}
+    queues = {sid: chunks_of(audio[sid], sizes[sid], RATE, stream_id=sid) for sid in audio}
+    order = ["a", "b", "b", "c", "a", "c", "c", "b", "a"] * 12
+    bank = FrontendBank(block_frames=64)
+    got = {sid: [] for sid in audio}
+    fed = dict.fromkeys(audio, 0)
+    for begin in range(0, len(order), 9):
+        push = [queues[sid].pop(0) for sid in order[begin : begin + 9] if queues[sid]]
+        for c in push:
+            fed[c.stream_id] += len(c.samples)
+        bank.push(push)
+        sids = sorted({c.stream_id for c in push})
+        for sid, frames in zip(sids, bank.take_new_frames(sids), strict=True):
+            got[sid].append(frames)
+    for sid in audio:
+        want = reference(audio[sid][: fed[sid], 0])
+        assert_frames_match(np.concatenate(got[sid], axis=1), want, exact=True)
+
+
+def test_reset_in_the_middle_of_a_push_drops_the_audio_before_it():
+    parts = pieces(5)
+    c = in_order(parts)
+    after = [chunk(40, c[3].ts_ms + 5000, parts[3]), chunk(41, c[3].ts_ms + 5100, parts[4])]
+    bank = FrontendBank()
+    bank.push(c[:3] + after)  # one push: the reset comes while the stream has unframed audio
+    assert bank.generation("s") == 1
+    (got,) = bank.take_new_frames(["s"])
+    assert_frames_match(got, reference(mono12k(parts[3], parts[4])), exact=True)
 
 
 @pytest.mark.parametrize("jump_ms, expect", [(500, "gap_filled"), (5000, "gap_reset")])
@@ -555,7 +605,7 @@ def test_memory_per_stream_does_not_grow_with_stream_length(rate, channels):
             bank.push([Chunk("s", seq, int(ts), rate, channels, "s16le", part)])
             seq, ts, fed = seq + 1, ts + len(part) * 1000 / rate, fed + len(part)
             state = bank.stream("s")
-            assert state.tail_len < 512 and not state.pending
+            assert state.tail_len < 512 and state.span_start < 0
 
     def measure():
         state = bank.stream("s")

@@ -2,11 +2,13 @@
 
 ``FrontendBank.push(chunks)`` takes chunks of many streams at once. Per chunk (a lean Python
 step): decide where it belongs in its stream (:mod:`.continuity`), downmix, resample to 12 kHz
-with the stream's own ``soxr.ResampleStream``. Then, for all streams together, every frame that
-became complete is computed in one batched pass (:mod:`.framer`) and appended to the stream's
-ring (:mod:`.ring`). Each stream keeps fewer than ``n_fft`` not-yet-framed samples between
-calls, so its frames are exactly those of ``offline_logmel`` over its whole 12 kHz signal, however
-the signal was cut into chunks.
+with the stream's own ``soxr.ResampleStream`` and copy the result, behind the stream's
+not-yet-framed samples, into the bank's *signal* buffer, where the audio of many streams lies end
+to end. When the buffer is full, and at the end of the push, every frame that became complete is
+computed in one batched pass over the buffer (:mod:`.framer`) and appended to its stream's ring
+(:mod:`.ring`). Each stream keeps fewer than ``n_fft`` not-yet-framed samples between calls, so
+its frames are exactly those of ``offline_logmel`` over its whole 12 kHz signal, however the
+signal was cut into chunks.
 
 Policy for gaps and disorder, and the counters: docs/frontend.md.
 """
@@ -21,7 +23,7 @@ from streamd.config import FrontendConfig
 from streamd.frontend import continuity
 from streamd.frontend.audio import chunk_problem, downmix, flush, make_resampler
 from streamd.frontend.continuity import ChunkOrder
-from streamd.frontend.framer import LogmelFramer
+from streamd.frontend.framer import DEFAULT_BLOCK_FRAMES, MIN_MATMUL_ROWS, LogmelFramer
 from streamd.frontend.ring import LOG_SILENCE, MelRing
 from streamd.melspec import MelParams
 from streamd.protocol import Chunk
@@ -46,10 +48,9 @@ COUNTER_NAMES = (
     "gap_filled_ms",
 )
 _DROP_EVENTS = frozenset((continuity.DUPLICATE, continuity.LATE))
-_INTEGER_FORMATS = frozenset(("s16le",))
-MONO_SCRATCH_SAMPLES = (
-    1 << 18
-)  # longer chunks get a fresh array  # formats whose decoded samples cannot be NaN or inf
+_INTEGER_FORMATS = frozenset(("s16le",))  # formats whose decoded samples cannot be NaN or inf
+MONO_SCRATCH_SAMPLES = 1 << 18  # the downmix of a longer chunk gets a fresh array
+SIGNAL_BLOCKS = 8  # the signal buffer holds this many blocks of frames: framed in one go
 
 
 class StreamState:
@@ -64,8 +65,8 @@ class StreamState:
         "resampler",
         "tail",
         "tail_len",
-        "pending",
-        "in_batch",
+        "span_start",
+        "span_len",
         "ring",
         "taken",
         "generation",
@@ -81,8 +82,10 @@ class StreamState:
         self.resampler = None
         self.tail = np.zeros(n_fft, dtype=np.float32)  # 12 kHz samples not yet in a complete frame
         self.tail_len = 0
-        self.pending: list[np.ndarray] = []  # 12 kHz audio of the current push, framed at its end
-        self.in_batch = False
+        # where the stream's unframed audio (tail, then new samples) lies in the bank's signal
+        # buffer during a push; span_start is -1 while it has none
+        self.span_start = -1
+        self.span_len = 0
         self.ring = ring
         self.taken = 0  # ring.count when frames were last taken
         self.generation = 0  # +1 at each reset
@@ -106,7 +109,10 @@ class FrontendBank:
     """
 
     def __init__(
-        self, config: FrontendConfig | None = None, block_frames: int = 1024, threads: int | None = 1
+        self,
+        config: FrontendConfig | None = None,
+        block_frames: int = DEFAULT_BLOCK_FRAMES,
+        threads: int | None = 1,
     ):
         config = config or FrontendConfig()
         self.config = config
@@ -121,19 +127,28 @@ class FrontendBank:
         self.pad_frames = config.pad_frames
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
         self._streams: dict[str, StreamState] = {}
-        self._framer = LogmelFramer(self.params, block_frames, threads)
-        self._block_frames = block_frames
-        # scratch for one group's audio laid end to end; a larger group (a very long chunk) gets
-        # a temporary array so that the bank's own memory stays fixed
-        self._signal = np.zeros(2 * block_frames * self.params.hop_length, dtype=np.float32)
+        hop = self.params.hop_length
+        signal_frames = SIGNAL_BLOCKS * max(block_frames, MIN_MATMUL_ROWS)  # at most, per framing
+        self._framer = LogmelFramer(self.params, block_frames, threads, out_frames=signal_frames)
+        # New audio of many streams laid end to end, each stream's behind its unframed tail: one
+        # copy per chunk, made while the resampler's output is still in cache, and the
+        # resampler's array is freed at once (so the heap does not grow and shrink with every
+        # push). Fixed size: framed and emptied whenever the next piece does not fit.
+        self._signal = np.zeros(signal_frames * hop, dtype=np.float32)
+        self._fill = 0
+        self._spans: list[StreamState] = []  # streams with a span in the signal, in signal order
+        self._new_frames = 0  # frames computed during the current push
         self._mono = np.zeros(MONO_SCRATCH_SAMPLES, dtype=np.float32)  # downmix of a resampled chunk
         self._jitter_ms = config.max_ts_jitter_s * 1000.0
 
     # --- feeding --------------------------------------------------------------------------------
 
     def push(self, chunks: Iterable[Chunk]) -> int:
-        """Take chunks of any streams (each stream's in arrival order); return the new frame count."""
-        batch: list[StreamState] = []
+        """Take chunks of any streams (each stream's in arrival order); return the new frame count.
+
+        Every frame the chunks complete is in its stream's ring when this returns.
+        """
+        self._new_frames = 0
         streams = self._streams
         counters = self.counters
         for chunk in chunks:
@@ -170,14 +185,10 @@ class FrontendBank:
             if n == 0:
                 counters["empty"] += 1
             else:
-                audio = mono if state.resampler is None else state.resampler.resample_chunk(mono)
-                if audio.shape[0]:
-                    state.pending.append(audio)
-            if state.pending and not state.in_batch:
-                state.in_batch = True
-                batch.append(state)
+                self._append(state, mono if state.resampler is None else state.resampler.resample_chunk(mono))
             state.order.advance(chunk.seq, chunk.ts_ms, n * 1000.0 / chunk.sample_rate)
-        return self._frame(batch)
+        self._frame_signal()
+        return self._new_frames
 
     def _start_stream(self, chunk: Chunk) -> StreamState:
         self.counters["stream_start"] += 1
@@ -195,9 +206,9 @@ class FrontendBank:
             self.counters["gap_filled"] += 1
             self.counters["gap_filled_ms"] += round(gap_s * 1000.0)
             silence = np.zeros(round(gap_s * state.sample_rate), dtype=np.float32)
-            audio = silence if state.resampler is None else state.resampler.resample_chunk(silence)
-            if audio.shape[0]:
-                state.pending.append(audio)
+            self._append(
+                state, silence if state.resampler is None else state.resampler.resample_chunk(silence)
+            )
             return
         self.counters["gap_reset"] += 1
         self._reset(state, chunk.ts_ms)
@@ -206,9 +217,7 @@ class FrontendBank:
         """Count format changes; a new sample rate flushes the old resampler and starts a new one."""
         if chunk.sample_rate != state.sample_rate:
             self.counters["rate_change"] += 1
-            tail = flush(state.resampler)
-            if tail.shape[0]:
-                state.pending.append(tail)
+            self._append(state, flush(state.resampler))
             state.sample_rate = chunk.sample_rate
             state.resampler = make_resampler(
                 chunk.sample_rate, self.params.sample_rate, self.config.resample_quality
@@ -222,7 +231,10 @@ class FrontendBank:
 
     def _reset(self, state: StreamState, ts_ms: float) -> None:
         """Forget the stream's audio and frames; it starts again at ``ts_ms`` as a new generation."""
-        state.pending.clear()
+        if state.span_start >= 0:  # its audio in the signal is dropped (the space stays unused)
+            self._spans.remove(state)
+            state.span_start = -1
+            state.span_len = 0
         state.tail_len = 0
         state.ring.reset()
         state.taken = 0
@@ -233,67 +245,85 @@ class FrontendBank:
 
     # --- batched framing ------------------------------------------------------------------------
 
-    def _frame(self, batch: list[StreamState]) -> int:
-        """Compute and store the complete frames of every stream in ``batch``, in groups."""
-        n_fft, hop = self.params.n_fft, self.params.hop_length
-        total_frames = 0
-        group: list[StreamState] = []
-        lengths: list[int] = []
-        counts: list[int] = []
-        group_frames = 0
-        for state in batch:
-            state.in_batch = False
-            if not state.pending:  # emptied by a reset after it joined the batch
-                continue
-            length = state.tail_len
-            for audio in state.pending:
-                length += audio.shape[0]
-            n = 0 if length < n_fft else (length - n_fft) // hop + 1
-            group.append(state)
-            lengths.append(length)
-            counts.append(n)
-            group_frames += n
-            if group_frames >= self._block_frames:
-                self._frame_group(group, lengths, counts, group_frames)
-                total_frames += group_frames
-                group, lengths, counts, group_frames = [], [], [], 0
-        if group:
-            self._frame_group(group, lengths, counts, group_frames)
-            total_frames += group_frames
-        return total_frames
+    def _append(self, state: StreamState, audio: np.ndarray) -> None:
+        """Copy a stream's new 12 kHz audio into the signal buffer, behind its unframed samples."""
+        n = audio.shape[0]
+        if n == 0:
+            return
+        signal = self._signal
+        fill = self._fill
+        start = state.span_start
+        if start < 0:  # the stream's first audio since the buffer was framed: tail, then audio
+            tail_len = state.tail_len
+            if fill + tail_len + n <= signal.shape[0]:
+                signal[fill : fill + tail_len] = state.tail[:tail_len]
+                signal[fill + tail_len : fill + tail_len + n] = audio
+                state.span_start = fill
+                state.span_len = tail_len + n
+                self._spans.append(state)
+                self._fill = fill + tail_len + n
+                return
+        elif start + state.span_len == fill:  # its span is the last one: extend it
+            if fill + n <= signal.shape[0]:
+                signal[fill : fill + n] = audio
+                state.span_len += n
+                self._fill = fill + n
+                return
+        elif fill + state.span_len + n <= signal.shape[0]:  # other spans follow: move it to the end
+            length = state.span_len
+            signal[fill : fill + length] = signal[start : start + length]
+            signal[fill + length : fill + length + n] = audio
+            state.span_start = fill
+            state.span_len = length + n
+            self._spans.remove(state)
+            self._spans.append(state)
+            self._fill = fill + length + n
+            return
+        self._frame_signal()  # full: frame what it holds (this stream's span too), then retry
+        if state.tail_len + n <= signal.shape[0]:
+            self._append(state, audio)
+        else:  # more audio than the whole buffer (a chunk of minutes): framed on its own
+            alone = np.concatenate([state.tail[: state.tail_len], audio])
+            self._frame_spans(alone, [state], [0], [alone.shape[0]])
 
-    def _frame_group(
-        self, group: list[StreamState], lengths: list[int], counts: list[int], n_frames: int
+    def _frame_signal(self) -> None:
+        """Frame the spans of every stream in the signal buffer and empty it."""
+        spans = self._spans
+        if spans:
+            starts = [state.span_start for state in spans]
+            lengths = [state.span_len for state in spans]
+            self._frame_spans(self._signal[: self._fill], spans, starts, lengths)
+        self._spans = []
+        self._fill = 0
+
+    def _frame_spans(
+        self, signal: np.ndarray, states: list[StreamState], starts: list[int], lengths: list[int]
     ) -> None:
+        """Append to each stream's ring the complete frames of its unframed audio
+        ``signal[start : start + length]``; what follows its last frame becomes its tail."""
         hop = self.params.hop_length
-        pieces = []
-        for state in group:
-            pieces.append(state.tail[: state.tail_len])
-            pieces.extend(state.pending)
-        n_samples = sum(lengths)
-        if n_samples <= self._signal.shape[0]:
-            signal = self._signal[:n_samples]
-        else:
-            signal = np.empty(n_samples, dtype=np.float32)
-        np.concatenate(pieces, out=signal)
+        n_frames_in = self.params.n_frames
+        counts = [n_frames_in(length) for length in lengths]
+        n_frames = sum(counts)
         counts_arr = np.asarray(counts, dtype=np.int64)
-        offsets = np.cumsum(lengths, dtype=np.int64) - np.asarray(lengths, dtype=np.int64)
-        # frame j of stream i starts at offsets[i] + hop * j; numbered over the group that is
-        # offsets[i] - hop * (frames before stream i) + hop * (group frame number)
+        # frame j of stream i starts at starts[i] + hop * j; numbered over all the frames, that
+        # is starts[i] - hop * (frames before stream i) + hop * (frame number)
         firsts = np.cumsum(counts_arr) - counts_arr
-        starts = np.repeat(offsets - hop * firsts, counts_arr) + hop * np.arange(n_frames, dtype=np.int64)
-        mel = self._framer.compute(signal, starts)
+        frame_starts = np.repeat(np.asarray(starts, dtype=np.int64) - hop * firsts, counts_arr)
+        frame_starts += hop * np.arange(n_frames, dtype=np.int64)
+        mel = self._framer.compute(signal, frame_starts)
         row = 0
-        offset = 0
-        for state, length, n in zip(group, lengths, counts, strict=True):
+        for state, start, length, n in zip(states, starts, lengths, counts, strict=True):
             if n:
                 state.ring.write(mel[row : row + n])
                 row += n
             rest = length - n * hop
-            state.tail[:rest] = signal[offset + length - rest : offset + length]
+            end = start + length
+            state.tail[:rest] = signal[end - rest : end]
             state.tail_len = rest
-            state.pending.clear()
-            offset += length
+            state.span_start = -1
+            state.span_len = 0
+        self._new_frames += n_frames
 
     # --- reading --------------------------------------------------------------------------------
 
