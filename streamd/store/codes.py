@@ -100,23 +100,18 @@ def flip_random_bits(codes: np.ndarray, n_flips: int, rng: np.random.Generator) 
     return codes ^ np.packbits(mask, axis=-1)
 
 
-@intrinsic
-def popcount64(typingctx, x):  # noqa: ARG001 - numba intrinsic signature
-    """Population count of a uint64 inside numba code: one ``popcnt`` (or a vector popcount)."""
-    signature = types.uint64(types.uint64)
+def _popcount_intrinsic(width: types.Integer):
+    """A numba intrinsic: population count of one unsigned integer of ``width`` (one ``popcnt``,
+    or a vector popcount when numba vectorises the loop: 8 uint64 or 16 uint32 lanes per AVX-512)."""
 
-    def codegen(context, builder, sig, args):  # noqa: ARG001
-        return builder.ctpop(args[0])
+    def popcount(typingctx, x):  # noqa: ARG001 - numba intrinsic signature
+        def codegen(context, builder, sig, args):  # noqa: ARG001
+            return builder.ctpop(args[0])
 
-    return signature, codegen
+        return width(width), codegen
+
+    return intrinsic(popcount)
 
 
-@intrinsic
-def popcount32(typingctx, x):  # noqa: ARG001 - numba intrinsic signature
-    """Population count of a uint32 inside numba code (16 lanes per AVX-512 vector popcount)."""
-    signature = types.uint32(types.uint32)
-
-    def codegen(context, builder, sig, args):  # noqa: ARG001
-        return builder.ctpop(args[0])
-
-    return signature, codegen
+popcount64 = _popcount_intrinsic(types.uint64)
+popcount32 = _popcount_intrinsic(types.uint32)
