@@ -6,7 +6,7 @@
 #   2. index the test split into a fresh Redis catalog named after the model file's hash;
 #   3a. offline: `streamd recognize --json` over every station file, then `streamd score`;
 #   3b. daemon: `streamd run` on per-run Kafka topics, every station ingested at once with
-#       `streamd ingest --fast`, the events topic collected (bench/collect_events.py), scored.
+#       `streamd ingest --fast`, the events topic collected (python -m streamd.eval.collect), scored.
 #
 #   bench/accuracy.sh [--stations 4] [--hours 1] [--soak-stations 0] [--soak-hours 1]
 #                     [--seed 2026] [--jobs 2] [--weights FILE] [--out DIR]   (--stations 0: soak only)
@@ -153,7 +153,7 @@ daemon_set() {  # set-dir
   done
   for p in "${pids[@]}"; do wait "$p"; done
   log "daemon: ingested $dir in $(( $(date +%s) - start )) s; waiting for the daemon to consume it"
-  $PY bench/collect_events.py --wait-group "$TAG" --audio-topic "$TAG.audio" --daemon-pid "$DPID" \
+  $PY -m streamd.eval.collect --wait-group "$TAG" --audio-topic "$TAG.audio" --daemon-pid "$DPID" \
     --events-topic "$TAG.events" --out "$RUN/events-daemon-$name.jsonl" 2>&1 | tee -a "$RUN/run.log"
   log "daemon $name took $(( $(date +%s) - start )) s from the first chunk ingested to the last event"
   cleanup

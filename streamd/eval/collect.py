@@ -12,8 +12,11 @@ plays still open at the end of a stream, which the scorer extends to the stream'
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
+import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -21,7 +24,7 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from streamd.config import Config
+from streamd.config import Config, load_config
 from streamd.errors import StreamdError
 from streamd.kafka_io import make_admin, make_consumer
 
@@ -144,3 +147,50 @@ def write_split_manifest(corpus_dir: Path, split: str, out: Path) -> int:
             path = (corpus_dir / row.pop("relative_path")).resolve()
             writer.writerow({**row, "path": str(path)})
     return len(rows)
+
+
+# --- command line (bench/accuracy.sh): python -m streamd.eval.collect --help ----------------------
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Collect a daemon's play events into JSON lines for `streamd score`.")
+    parser.add_argument("--events-topic", required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--wait-group", help="Consumer group that must have consumed --audio-topic first.")
+    parser.add_argument("--audio-topic")
+    parser.add_argument("--daemon-pid", type=int, help="Fail as soon as this process is gone.")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="Seconds to wait for the group.")
+    args = parser.parse_args()
+    config = load_config()
+    if args.wait_group:
+        if not args.audio_topic:
+            parser.error("--wait-group needs --audio-topic")
+        last = [0.0]
+
+        def show(lag: int) -> None:
+            if time.monotonic() - last[0] >= 30:
+                print(f"  daemon lag: {lag} audio records", file=sys.stderr, flush=True)
+                last[0] = time.monotonic()
+
+        waited = wait_until_consumed(config, args.wait_group, args.audio_topic, args.timeout,
+                                     alive=lambda: _alive(args.daemon_pid), on_lag=show)  # fmt: skip
+        print(f"daemon consumed {args.audio_topic} ({waited:.0f} s after ingest)", file=sys.stderr)
+    n = write_json_lines(read_topic(config, args.events_topic), args.out)
+    print(f"{n} events from {args.events_topic} -> {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
