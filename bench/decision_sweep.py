@@ -202,7 +202,8 @@ def evaluate(params: DecisionParams, matches: dict, truths: dict[str, dict]) -> 
     found = required = scored = wrong = duplicate = false_nc = 0
     nc_hours = 0.0
     latency: list[float] = []
-    boundary: list[float] = []
+    start_errors: list[float] = []
+    end_errors: list[float] = []
     for set_name, stations in matches.items():
         events = events_for(params, stations)
         report = scoring.score(truths[set_name], events, daemon=True)
@@ -218,7 +219,8 @@ def evaluate(params: DecisionParams, matches: dict, truths: dict[str, dict]) -> 
         matching = scoring.match(plays, events)
         for i, j in matching.pairs:
             latency.append(events[j].detected_at_s - plays[i].start_s)
-            boundary += [abs(events[j].start_s - plays[i].start_s), abs(events[j].end_s - plays[i].end_s)]
+            start_errors.append(events[j].start_s - plays[i].start_s)
+            end_errors.append(events[j].end_s - plays[i].end_s)
     precision = found / scored if scored else 1.0
     recall = found / required if required else 1.0
     return {
@@ -230,9 +232,18 @@ def evaluate(params: DecisionParams, matches: dict, truths: dict[str, dict]) -> 
         "wrong_track": wrong,
         "duplicate": duplicate,
         "latency_p50": float(np.median(latency)) if latency else float("nan"),
-        "boundary_p95": float(np.percentile(boundary, 95)) if boundary else float("nan"),
+        "boundary_p95": float(np.percentile(np.abs(start_errors + end_errors), 95)) if start_errors else float("nan"),
+        **_signed(start_errors, "start"),
+        **_signed(end_errors, "end"),
         "nc_hours": nc_hours,
     }
+
+
+def _signed(errors: list[float], name: str) -> dict[str, float]:
+    """Median of the signed error (event - truth: < 0 early) and p95 of its size."""
+    if not errors:
+        return {f"{name}_median": float("nan"), f"{name}_p95": float("nan")}
+    return {f"{name}_median": float(np.median(errors)), f"{name}_p95": float(np.percentile(np.abs(errors), 95))}
 
 
 def grid_settings(base: DecisionParams, grid: dict[str, list[float]]) -> list[DecisionParams]:
@@ -278,13 +289,14 @@ def pareto(rows: list[dict[str, Any]]) -> set[int]:
 
 
 SWEPT = ("min_hits", "min_evidence", "min_confidence", "max_distance_ratio", "align_tol_s",
-         "candidate_max_misses", "end_after_misses")  # fmt: skip
+         "candidate_max_misses", "end_after_misses", "start_context_s", "end_bias_s")  # fmt: skip
 
 
 def table_lines(rows: list[dict[str, Any]], front: set[int], markdown: bool) -> list[str]:
     """The rows as a fixed-width or markdown table; parameter columns only for what varies."""
     varying = [n for n in SWEPT if len({getattr(r["params"], n) for r in rows}) > 1]
-    head = [*varying, "F1", "recall", "false nc/24h (n)", "wrong track", "dup", "latency p50 s", "bound p95 s", ""]
+    head = [*varying, "F1", "recall", "false nc/24h (n)", "wrong track", "dup", "latency p50 s", "bound p95 s",
+            "start med/p95", "end med/p95", ""]
     lines = []
     if markdown:
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -295,6 +307,7 @@ def table_lines(rows: list[dict[str, Any]], front: set[int], markdown: bool) -> 
         cells = [f"{getattr(p, n):g}" for n in varying]
         cells += [f"{r['f1']:.3f}", f"{r['recall']:.3f}", f"{r['false_nc_24h']:.0f} ({r['false_nc']})",
                   str(r["wrong_track"]), str(r["duplicate"]), f"{r['latency_p50']:.1f}", f"{r['boundary_p95']:.1f}",
+                  f"{r['start_median']:+.1f}/{r['start_p95']:.1f}", f"{r['end_median']:+.1f}/{r['end_p95']:.1f}",
                   ", ".join(x for x in ("pareto" if i in front else "", r.get("label", "")) if x)]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |" if markdown else " ".join(f"{c:>12}" for c in cells))
     return lines

@@ -114,9 +114,9 @@ class DaemonConfig:
     candidate_max_misses: int = _bounded(1, 0, 100)
     end_after_misses: int = _bounded(12, 1, 1000)
     from_start_max_s: float = _bounded(8.0, 0.0, 3600.0)
-    start_context_s: float = _bounded(3.0, 0.0, 600.0)
+    start_context_s: float = _bounded(4.0, 0.0, 600.0)
     max_overlap_s: float = _bounded(2.0, 0.0, 600.0)
-    end_bias_s: float = _bounded(0.5, -60.0, 60.0)
+    end_bias_s: float = _bounded(1.5, -60.0, 60.0)
     max_candidates: int = _bounded(32, 1, 10_000)
     # Events, ops and metrics (streamd/events.py, streamd/httpserver.py, streamd/metrics.py).
     event_id_quantum_s: float = _bounded(10.0, 0.001, 3600.0)
@@ -130,6 +130,9 @@ class DaemonConfig:
     warmup_max_records: int = _bounded(200_000, 0, 100_000_000)
     session_timeout_s: float = _bounded(10.0, 6.0, 1800.0)  # a killed daemon's partitions move after this
     shed_lag_s: float = _bounded(5.0, 0.5, 3600.0)
+    # glibc malloc (streamd/daemon/allocator.py): keeps RSS flat over hours; 0 = glibc's default.
+    malloc_mmap_threshold_kb: int = _bounded(64, 0, 1_048_576)
+    malloc_arena_max: int = _bounded(2, 0, 1024)
 
 
 @dataclass(frozen=True)

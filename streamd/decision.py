@@ -54,9 +54,9 @@ class DecisionParams:
     candidate_max_misses: int = 1  # consecutive misses a not-yet-started hypothesis survives
     end_after_misses: int = 12  # consecutive misses that end a play (hysteresis)
     from_start_max_s: float = 8.0  # a play first hit at most this far into the track was played from 0
-    start_context_s: float = 3.0  # audio the model needs before its first match (mid-track starts)
+    start_context_s: float = 4.0  # audio the model needs before its first match (mid-track starts)
     max_overlap_s: float = 2.0  # how much a play may overlap the previous one, for the start bound
-    end_bias_s: float = 0.5  # added to the last hit time to give the end (~ half a hop)
+    end_bias_s: float = 1.5  # added to the last hit time to give the end (calibrated, docs/decision.md)
     max_candidates: int = 32  # hypotheses kept per stream (bounded state)
     id_quantum_s: float = 10.0  # plays of a track whose origins are closer may share an id bucket (events.py)
 

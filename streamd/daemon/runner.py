@@ -37,6 +37,7 @@ from kafka.structs import OffsetAndMetadata
 from streamd import protocol
 from streamd.config import Config
 from streamd.daemon import state as stream_state
+from streamd.daemon.allocator import tune_malloc
 from streamd.daemon.pipeline import STARTED, Decision, Pipeline, Searcher, pipeline_from_config
 from streamd.events import encode as encode_event
 from streamd.httpserver import Heartbeat, OpsServer
@@ -90,6 +91,7 @@ class Daemon:
 
     def _setup(self) -> None:
         config, kafka, d = self.config, self.config.kafka, self.config.daemon
+        tune_malloc(d.malloc_mmap_threshold_kb, d.malloc_arena_max)
         if self._fp is None:
             from streamd.model import load_fingerprinter
 
