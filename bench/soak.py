@@ -5,8 +5,9 @@ another offset) are produced in real time (two 500 ms chunks per stream per seco
 audio topic on the local Kafka (loopback; the topic's retention is capped so disk stays bounded).
 A daemon runs as a subprocess: by default the daemon's own loop (``streamd.daemon.runner.Daemon``)
 with the tests' stand-in fingerprinter (tests/daemon_doubles.py) and an in-memory catalog of those
-tracks (``--model test``), or the real ``streamd run`` with the shipped weights and the catalog in
-Redis (``--model shipped``). Every ``--sample-s`` seconds the daemon process's RSS, threads, open
+tracks (``--model test``), or the real ``streamd run`` with the shipped weights and a Redis catalog
+of those tracks (``--model shipped``; indexed once into ``soak-<weights sha>-<n>``, then reused).
+Every ``--sample-s`` seconds the daemon process's RSS, threads, open
 file descriptors and CPU, the group's lag (records not committed, read from Kafka) and the daemon's
 own counters (``/metrics``) are sampled. Lag is the daemon's ``streamd_consumer_lag_messages``
 (log end minus position, refreshed every 5 s) in seconds of input; ``uncommitted_s`` is what the
@@ -129,12 +130,32 @@ def p99_between(before: list, after: list) -> float | None:
     return next(le for le, c in counts if c >= 0.99 * total)
 
 
+def shipped_catalog(config, tracks: list) -> str:
+    """A Redis catalog of the looped tracks, made with the configured weights (indexed once, then
+    reused): with it the daemon recognises the streams, so the soak also exercises search hits,
+    the tracker's open plays and event publishing."""
+    import hashlib
+    import tempfile
+
+    from streamd.indexer import index_paths
+
+    digest = hashlib.sha256(Path(config.model.weights).read_bytes()).hexdigest()[:12]
+    name = f"soak-{digest}-{len(tracks)}"
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = Path(tmp) / "catalog.csv"
+        manifest.write_text("track_id,path\n" + "".join(f"{t.track_id},{t.path}\n" for t in tracks))
+        index_paths(config, name, [], manifest=manifest)
+    return name
+
+
 def run_soak(args: argparse.Namespace) -> dict:
     base_config = load_config()
     port = free_port()
     overrides = soak_config(args.partitions, port, args.model)
     config = load_config(overrides=overrides)
     catalog = list(dataset.load_split().test[: args.tracks])
+    if args.model == "shipped":
+        overrides["store.catalog"] = shipped_catalog(base_config, catalog)
     base = np.concatenate([dataset.load_audio(t) for t in catalog]).astype(np.float32)
     step = max(1, len(base) // args.streams)
     audios = {f"soak-{i:04d}": looped_blocks(base, i * step) for i in range(args.streams)}
