@@ -115,7 +115,7 @@ class DaemonConfig:
     end_after_misses: int = _bounded(12, 1, 1000)
     from_start_max_s: float = _bounded(8.0, 0.0, 3600.0)
     start_context_s: float = _bounded(4.0, 0.0, 600.0)
-    max_overlap_s: float = _bounded(2.0, 0.0, 600.0)
+    max_overlap_s: float = _bounded(1.0, 0.0, 600.0)
     end_bias_s: float = _bounded(1.5, -60.0, 60.0)
     max_candidates: int = _bounded(32, 1, 10_000)
     # Events, ops and metrics (streamd/events.py, streamd/httpserver.py, streamd/metrics.py).

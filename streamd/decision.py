@@ -55,7 +55,7 @@ class DecisionParams:
     end_after_misses: int = 12  # consecutive misses that end a play (hysteresis)
     from_start_max_s: float = 8.0  # a play first hit at most this far into the track was played from 0
     start_context_s: float = 4.0  # audio the model needs before its first match (mid-track starts)
-    max_overlap_s: float = 2.0  # how much a play may overlap the previous one, for the start bound
+    max_overlap_s: float = 1.0  # how much a play may overlap the previous one, for the start bound
     end_bias_s: float = 1.5  # added to the last hit time to give the end (calibrated, docs/decision.md)
     max_candidates: int = 32  # hypotheses kept per stream (bounded state)
     id_quantum_s: float = 10.0  # plays of a track whose origins are closer may share an id bucket (events.py)
@@ -212,16 +212,16 @@ class _Hypothesis:
         where the fitted line crosses offset 0); we assume so when the first hit came at most
         ``from_start_max_s`` into the track. Otherwise the play started mid-track and the origin
         lies before the real start; then the first hit bounds it: the model needs about
-        ``start_context_s`` of the track before it matches, and a play does not start long before
-        the previous one ended.
+        ``start_context_s`` of the track before it matches. In both cases a play does not start
+        long before the previous one ended.
         """
         speed, offset0 = self.line(p)
         origin = self.t0 - offset0 / speed
         start = origin
         if offset0 > p.from_start_max_s:
             start = self.t0 - p.start_context_s
-            if self.prev_end_s is not None:
-                start = max(start, self.prev_end_s - p.max_overlap_s)
+        if self.prev_end_s is not None:  # also for "from the start": an excerpt may begin a few s in
+            start = max(start, self.prev_end_s - p.max_overlap_s)
         start = min(start, self.t0)
         return start, max(0.0, offset0 + speed * (start - self.t0)), origin
 

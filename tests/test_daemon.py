@@ -275,7 +275,6 @@ def test_bad_records_go_to_dead_letter_with_reason(config, kafka_bootstrap, uniq
     assert "good" in daemon.pipeline.streams and daemon.pipeline.bank.frame_count("good") > 0
 
 
-@pytest.mark.slow  # needs the trained model to reach its targets; see issue 5 status in models/README.md
 @pytest.mark.timeout(600)
 def test_end_to_end_real_model(config, kafka_bootstrap, redis_url, corpus_dir, unique, tmp_path, cleanup):
     """The issue's acceptance test with the shipped weights: catalog indexed into Redis, 3 clean
