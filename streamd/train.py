@@ -340,6 +340,22 @@ def _export(net: HashNet, path: Path, cfg: TrainConfig, step: int, metrics: dict
     )
 
 
+def warm_start(net: HashNet, weights: dict[str, torch.Tensor]) -> list[str]:
+    """Copy every tensor of ``weights`` whose name and shape fit ``net``; return the names left fresh.
+
+    The conv trunk must fit entirely (a warm start that re-initialises the trunk is a mistake);
+    head parts may differ, e.g. a one-layer recurrent head warm-started from a two-layer model
+    keeps the trunk and LSTM1 and trains the hash layer anew."""
+    own = net.state_dict()
+    fitting = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    fresh = sorted(k for k in own if k not in fitting)
+    trunk = [k for k in fresh if k.startswith("blocks.")]
+    if trunk or not fitting:
+        raise StreamdError(f"the weights do not fit this architecture's conv trunk (missing or reshaped: {trunk})")
+    net.load_state_dict(fitting, strict=False)
+    return fresh
+
+
 def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = True,
           init_weights: Path | None = None) -> dict[str, Any]:
     """Train (or continue) the run in ``out``; returns the final metrics.
@@ -371,9 +387,9 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     if init_weights is not None and not (resume and checkpoint_path.exists()):
         from safetensors.torch import load_file
 
-        missing, unexpected = net.load_state_dict(load_file(str(init_weights)), strict=False)
-        if unexpected or any(not k.startswith("classifier.") for k in missing):
-            raise StreamdError(f"{init_weights} does not fit this architecture (missing {missing}, unexpected {unexpected})")
+        fresh = warm_start(net, load_file(str(init_weights)))
+        if any(not k.startswith("classifier.") for k in fresh):
+            print(f"warm start from {init_weights}: trained from scratch: {', '.join(sorted(fresh))}")
     if resume and checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         net.load_state_dict(state["model"])

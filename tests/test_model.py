@@ -278,3 +278,22 @@ def test_precise_batchnorm_averages_over_batches():
         conv_out = torch.cat([net.blocks[0].conv(net.normalise(b[v]).unsqueeze(1)) for b in batches for v in ("query", "reference")])
     assert torch.allclose(first.running_mean, conv_out.mean(dim=(0, 2, 3)), atol=1e-4)
     assert first.momentum == 0.1
+
+
+def test_warm_start_keeps_what_fits_and_refuses_another_trunk():
+    """A one-layer head warm-started from a two-layer model: trunk and LSTM1 copied, hash layer fresh;
+    a model with other conv widths is refused."""
+    from streamd.errors import StreamdError
+    from streamd.train import warm_start
+
+    torch.manual_seed(0)
+    source = HashNet(ArchConfig(), n_classes=5)
+    target = HashNet(replace(ArchConfig(), rnn_layers=1), n_classes=7)
+    fresh = warm_start(target, source.state_dict())
+    own, given = target.state_dict(), source.state_dict()
+    assert all(torch.equal(own[k], given[k]) for k in own if k.startswith(("blocks.", "lstm1.", "projections.")))
+    assert "hash.weight" in fresh and any(k.startswith("classifier.") for k in fresh)
+    assert not any(k.startswith(("blocks.", "lstm1.")) for k in fresh)
+    other = HashNet(replace(ArchConfig(), widths=(16, 16, 32, 64, 128)), n_classes=5)
+    with pytest.raises(StreamdError, match="conv trunk"):
+        warm_start(other, source.state_dict())
