@@ -28,6 +28,12 @@ def _hop_spectra(frames: np.ndarray) -> np.ndarray:
     return spectra - spectra.mean(axis=-1, keepdims=True)
 
 
+# The decision's boundary constants are calibrated per model (docs/decision.md, "Boundaries"); the
+# defaults are the shipped model's. These are the stand-in's: it keeps matching a shorter time
+# after a cut than the shipped model does.
+BOUNDARY_CALIBRATION = {"daemon.end_bias_s": 0.5, "daemon.start_context_s": 3.0}
+
+
 class ProjectionFingerprinter:
     hop_frames = 48
     window_frames = 1366

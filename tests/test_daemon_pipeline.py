@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from daemon_doubles import ProjectionFingerprinter
+from daemon_doubles import BOUNDARY_CALIBRATION, ProjectionFingerprinter
 from daemon_helpers import catalog_searcher, corpus_tracks
 from store_doubles import write_wav
 
@@ -39,7 +39,8 @@ def test_recognize_finds_the_catalog_plays_of_a_file(corpus_dir, tmp_path):
     fp = ProjectionFingerprinter()
     searcher = catalog_searcher(fp, catalog)
     path = write_wav(tmp_path / "station.wav", audio)
-    pipeline = pipeline_from_config(load_config(), fp, searcher, shed_lag_s=np.inf, max_lag_s=np.inf)
+    config = load_config(overrides=BOUNDARY_CALIBRATION)
+    pipeline = pipeline_from_config(config, fp, searcher, shed_lag_s=np.inf, max_lag_s=np.inf)
     lines = recognize_chunks(pipeline, chunks_of(path, "station"))
     assert all(set(line) == {"track_id", "start_s", "end_s", "offset_s", "confidence", "stream_id"} for line in lines)
     for track, start, end in truth:
