@@ -341,13 +341,16 @@ def _export(net: HashNet, path: Path, cfg: TrainConfig, step: int, metrics: dict
 
 
 def warm_start(net: HashNet, weights: dict[str, torch.Tensor]) -> list[str]:
-    """Copy every tensor of ``weights`` whose name and shape fit ``net``; return the names left fresh.
+    """Copy every module of ``weights`` whose tensors all fit ``net`` (names and shapes); return the
+    names of the tensors left fresh.
 
+    A module is copied whole or not at all (a trained bias next to a fresh weight means nothing).
     The conv trunk must fit entirely (a warm start that re-initialises the trunk is a mistake);
     head parts may differ, e.g. a one-layer recurrent head warm-started from a two-layer model
     keeps the trunk and LSTM1 and trains the hash layer anew."""
     own = net.state_dict()
-    fitting = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    misfit = {k.rpartition(".")[0] for k in own if k not in weights or weights[k].shape != own[k].shape}
+    fitting = {k: v for k, v in weights.items() if k in own and k.rpartition(".")[0] not in misfit}
     fresh = sorted(k for k in own if k not in fitting)
     trunk = [k for k in fresh if k.startswith("blocks.")]
     if trunk or not fitting:

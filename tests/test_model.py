@@ -292,7 +292,7 @@ def test_warm_start_keeps_what_fits_and_refuses_another_trunk():
     fresh = warm_start(target, source.state_dict())
     own, given = target.state_dict(), source.state_dict()
     assert all(torch.equal(own[k], given[k]) for k in own if k.startswith(("blocks.", "lstm1.", "projections.")))
-    assert "hash.weight" in fresh and any(k.startswith("classifier.") for k in fresh)
+    assert {"hash.weight", "hash.bias"} <= set(fresh) and any(k.startswith("classifier.") for k in fresh)
     assert not any(k.startswith(("blocks.", "lstm1.")) for k in fresh)
     other = HashNet(replace(ArchConfig(), widths=(16, 16, 32, 64, 128)), n_classes=5)
     with pytest.raises(StreamdError, match="conv trunk"):

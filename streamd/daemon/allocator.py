@@ -42,4 +42,7 @@ def tune_malloc(mmap_threshold_kb: int, arena_max: int) -> bool:
         ok &= mallopt(M_MMAP_THRESHOLD, mmap_threshold_kb * 1024) == 1
     if arena_max > 0:
         ok &= mallopt(M_ARENA_MAX, arena_max) == 1
+    if not ok:
+        log.warning("mallopt refused the malloc settings; RSS may creep up over long runs",
+                    extra={"mmap_threshold_kb": mmap_threshold_kb, "arena_max": arena_max})  # fmt: skip
     return bool(ok)
