@@ -94,3 +94,8 @@ class ProjectionStreaming:
         window = torch.cat([self.ring[slots, 1:], spectra], dim=1)
         self.ring[slots] = window
         return self.fp.codes_from_spectra(window.numpy())
+
+    def advance_hops(self, slots: torch.Tensor, new_frames: torch.Tensor) -> np.ndarray:
+        """k hops per slot, (B, n_mels, k·48) → (B, k, bytes): k single-hop advances."""
+        k = new_frames.shape[-1] // 48
+        return np.stack([self.advance(slots, new_frames[..., j * 48 : (j + 1) * 48]) for j in range(k)], axis=1)

@@ -105,3 +105,44 @@ def test_encoder_slots_grow_without_changing_codes():
     codes_small = small.encoder.advance(torch.tensor([small.streams[s].slot for s in ready]), torch.from_numpy(frames_small))
     codes_big = big.encoder.advance(torch.tensor([big.streams[s].slot for s in ready]), torch.from_numpy(frames_big))
     assert np.array_equal(codes_small, codes_big)
+
+
+def test_catching_up_several_hops_at_once_decides_as_hop_by_hop(corpus_dir):
+    """With the shipped model: a file fed all at once (up to CATCH_UP_HOPS hops per stream per
+    batch, the way recognize and warm-up run) searches the same codes and decides the same events
+    as the same audio fed one 500 ms chunk at a time (one hop per batch)."""
+    from streamd.daemon.pipeline import CATCH_UP_HOPS
+    from streamd.model import load_fingerprinter
+
+    catalog, audio, truth = program(corpus_dir)
+    config = load_config()
+    fp = load_fingerprinter(config.model)
+    searcher = catalog_searcher(fp, catalog)
+
+    class Recording:
+        """The catalog, noting every batch of codes searched."""
+
+        def __init__(self):
+            self.codes = []
+
+        def search(self, codes, k):
+            self.codes.append(np.array(codes))
+            return searcher.search(codes, k)
+
+        def __getattr__(self, name):
+            return getattr(searcher, name)
+
+    def run(feeds):
+        recording = Recording()
+        pipeline = pipeline_from_config(config, fp, recording, shed_lag_s=np.inf, max_lag_s=np.inf)
+        decisions = [d for feed in feeds for d in pipeline.feed(feed)] + pipeline.end_all()
+        events = [(d.document["event_id"], d.document["track_id"], d.document["start_s"], d.document["end_s"]) for d in decisions]
+        return np.concatenate(recording.codes), events, max(len(c) for c in recording.codes)
+
+    all_chunks = list(chunks(audio, start_ms=1_700_000_000_000))
+    codes_at_once, events_at_once, biggest_batch = run([all_chunks])
+    codes_one_by_one, events_one_by_one, _ = run([[c] for c in all_chunks])
+    assert biggest_batch == CATCH_UP_HOPS  # one stream, several hops per batch
+    assert np.array_equal(codes_at_once, codes_one_by_one)
+    assert events_at_once == events_one_by_one
+    assert {e[1] for e in events_at_once} == {track for track, _, _ in truth}

@@ -128,12 +128,39 @@ def test_short_context_reads_only_its_newest_hops():
         ArchConfig(context_hops=40)  # more hops than a 29 s window holds
 
 
+@pytest.mark.parametrize("arch", [SMALL, ArchConfig(context_hops=3)], ids=["small", "context3"])
+def test_advancing_several_hops_at_once_equals_hop_by_hop(arch):
+    """advance_hops over k hops (k differing between calls, slots at different phases) gives the
+    codes and leaves the state that k single-hop advances do."""
+    fp = Fingerprinter(_randomised(arch, seed=21, dtype=torch.float64))
+    frames = _logmel(2, 96, 48 * 12, seed=22, dtype=torch.float64)
+    one_by_one, batched = fp.streaming(3), fp.streaming(3)
+    slots = torch.tensor([2, 0])
+    expected = [one_by_one.advance_relaxed(slots, frames[..., h * 48 : (h + 1) * 48]) for h in range(12)]
+    got, hop = [], 0
+    for k in (1, 4, 2, 5):  # 12 hops in calls of different sizes
+        codes = batched.advance_hops_relaxed(slots, frames[..., hop * 48 : (hop + k) * 48])
+        assert codes.shape == (2, k, arch.bits)
+        got += [codes[:, j] for j in range(k)]
+        hop += k
+    for h, (want, have) in enumerate(zip(expected, got, strict=True)):
+        assert torch.allclose(want, have, atol=1e-10), h
+    after = _logmel(2, 96, 48, seed=23, dtype=torch.float64)  # the state left behind is the same too
+    assert torch.allclose(one_by_one.advance_relaxed(slots, after), batched.advance_relaxed(slots, after), atol=1e-10)
+    packed = batched.advance_hops(slots, _logmel(2, 96, 96, seed=24, dtype=torch.float64))
+    assert packed.shape == (2, 2, arch.bits // 8) and packed.dtype == np.uint8
+
+
 def test_streaming_rejects_bad_input():
     encoder = Fingerprinter(_randomised(SMALL)).streaming(2)
     with pytest.raises(ValueError):
         encoder.advance(torch.tensor([0, 0]), _logmel(2, 96, 48))
     with pytest.raises(ValueError):
         encoder.advance(torch.tensor([0]), _logmel(1, 96, 47))
+    with pytest.raises(ValueError):
+        encoder.advance(torch.tensor([0]), _logmel(1, 96, 96))  # one hop per advance()
+    with pytest.raises(ValueError):
+        encoder.advance_hops(torch.tensor([0]), _logmel(1, 96, 100))  # not whole hops
 
 
 def test_codes_for_audio_matches_windows_and_offsets():

@@ -1,7 +1,7 @@
 """The recognition pipeline without Kafka: protocol chunks in, play events out.
 
     chunks → FrontendBank (per-stream 29 s log-mel rings)
-           → StreamingEncoder (one hop per ready stream, batched over all of them)
+           → StreamingEncoder (the ready hops of every stream, batched over all of them)
            → catalog search (ONE batched call per round)
            → Tracker (temporal consistency + hysteresis) → play events
 
@@ -50,6 +50,7 @@ from streamd.metrics import Metrics, observe_many
 from streamd.protocol import Chunk
 
 WAVE_S = 8.0  # audio per stream pushed before the ready hops are drained (ring holds 29 s)
+CATCH_UP_HOPS = 8  # most hops one stream advances in one batch when it has a backlog
 
 
 class Searcher(Protocol):
@@ -293,25 +294,36 @@ class Pipeline:
     # --- one round ---------------------------------------------------------------------------
 
     def step(self, ready: Sequence[str] | None = None) -> list[Decision]:
-        """One hop of every stream in ``ready`` (default: all with a hop ready): encode, search, decide."""
+        """Encode, search and decide the ready hops of every stream in ``ready`` (default: all
+        with a hop ready). A stream with a backlog (warm-up, a file, catching up) advances up to
+        ``CATCH_UP_HOPS`` hops in one batched pass; streams with the same number of hops are
+        batched together, at most ``max_batch`` windows at a time."""
         ready = list(self.bank.ready(self.hop) if ready is None else ready)
         stats = RoundStats()
         self.last_round = stats
         if not ready:
             return []
         m = self.metrics
+        backlog = {sid: self.bank.new_frame_count(sid) // self.hop for sid in ready}
         if m is not None:
-            m.backlog.set(sum(self.bank.new_frame_count(s) // self.hop for s in ready))
+            m.backlog.set(sum(backlog.values()))
+        by_hops: dict[int, list[str]] = {}
+        for sid in ready:
+            by_hops.setdefault(min(backlog[sid], CATCH_UP_HOPS), []).append(sid)
         now = self.clock()
         decisions: list[Decision] = []
-        for lo in range(0, len(ready), self.max_batch):
-            decisions += self._batch(ready[lo : lo + self.max_batch], now, stats)
+        for k, ids in sorted(by_hops.items()):
+            per_batch = max(1, self.max_batch // k)
+            for lo in range(0, len(ids), per_batch):
+                decisions += self._batch(ids[lo : lo + per_batch], k, now, stats)
         if m is not None:
             m.active_streams.set(len(self.streams))
             m.open_plays.set(self.tracker.n_open_plays)
         return decisions
 
-    def _batch(self, ids: list[str], now: float, stats: RoundStats) -> list[Decision]:
+    def _batch(self, ids: list[str], k: int, now: float, stats: RoundStats) -> list[Decision]:
+        """``k`` hops of each stream in ``ids``. Rows are hop-major (all streams' first hop, then
+        their second ...), so each stream's hops reach the tracker in time order."""
         m = self.metrics
         bank, streams = self.bank, self.streams
         t0 = time.perf_counter()
@@ -321,24 +333,28 @@ class Pipeline:
             if generation != info.generation:
                 info.generation = generation
                 self.encoder.reset(info.slot)
-        frames = bank.take_hop(ids, self.hop)
+        frames = bank.take_hop(ids, k * self.hop)
         slots = torch.tensor([streams[sid].slot for sid in ids], dtype=torch.long)
-        times = np.empty(len(ids))
+        last_hop_s = np.empty(len(ids))
         fill = np.empty(len(ids))
-        for row, sid in enumerate(ids):
+        for b, sid in enumerate(ids):
             state = bank.stream(sid)
-            times[row] = (state.start_ts_ms + state.taken * self.hop_ms) / 1000.0
-            fill[row] = min(1.0, state.taken / bank.window_frames)
+            last_hop_s[b] = (state.start_ts_ms + state.taken * self.hop_ms) / 1000.0
+            fill[b] = min(1.0, state.taken / bank.window_frames)
+        hop_s = self.hop * self.hop_ms / 1000.0
+        times = (last_hop_s[None, :] - hop_s * np.arange(k - 1, -1, -1)[:, None]).reshape(-1)  # (k·B,) hop-major
+        row_ids = ids * k
         t1 = time.perf_counter()
-        codes = self.encoder.advance(slots, torch.from_numpy(frames))
+        codes = self.encoder.advance_hops(slots, torch.from_numpy(frames))  # (B, k, bytes)
+        codes = np.ascontiguousarray(codes.transpose(1, 0, 2)).reshape(k * len(ids), -1)
         t2 = time.perf_counter()
         stats.frontend_s += t1 - t0
         stats.model_s += t2 - t1
-        stats.hops += len(ids)
+        stats.hops += len(row_ids)
 
         # Which hops are decided: not warm-up, and not thinned away under load.
-        decide = np.ones(len(ids), dtype=bool)
-        for row, sid in enumerate(ids):
+        decide = np.ones(len(row_ids), dtype=bool)
+        for row, sid in enumerate(row_ids):
             info = streams[sid]
             info.hops += 1
             if times[row] <= info.resume_after_s:
@@ -347,8 +363,8 @@ class Pipeline:
                 decide[row] = False
                 stats.thinned += 1
         if m is not None:
-            m.hops.inc(len(ids))
-            m.batch_size.observe(len(ids))
+            m.hops.inc(len(row_ids))
+            m.batch_size.observe(len(row_ids))
             m.inference_seconds.observe(t2 - t1)
             observe_many(m.buffer_fill, fill)
             if stats.thinned:
@@ -358,10 +374,10 @@ class Pipeline:
             return []
         hits = self.searcher.search(codes[rows], self.top_k)
         t3 = time.perf_counter()
-        chosen = [ids[r] for r in rows]
+        chosen = [row_ids[r] for r in rows]
         found = self.tracker.update(chosen, times[rows], hits.track_ids, hits.offsets, hits.distances)
         decided_at = self.clock()
-        for sid in chosen:
+        for sid in set(chosen):
             streams[sid].dirty = True
         decisions = [Decision(e, self.document(e, decided_at)) for e in found]
         t4 = time.perf_counter()

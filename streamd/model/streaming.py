@@ -8,7 +8,8 @@ Per stream slot the encoder keeps, in preallocated tensors:
 
 ``advance`` pushes the newest 48 log-mel frames of a batch of slots through the trunk (only
 2 + k columns per block instead of the window), appends one feature vector per level to each
-ring, and runs the small recurrent head over the ring. A reset slot starts from the state that
+ring, and runs the small recurrent head over the ring. ``advance_hops`` does the same for
+several consecutive hops per slot in one batched pass (a backlog: warm-up, a file). A reset slot starts from the state that
 an endless run of silence (log-mel floor) would leave, which is exactly how the full-window
 forward pass pads a window that reaches back before the stream started.
 """
@@ -86,15 +87,26 @@ class StreamingEncoder:
         self.head_index[slots] = 0
 
     @torch.inference_mode()
-    def advance_relaxed(self, slots: torch.Tensor, new_frames: torch.Tensor) -> torch.Tensor:
-        """Push one hop (B, n_mels, hop_frames) per slot; return relaxed codes (B, bits) in (−1, 1)."""
+    def advance_hops_relaxed(self, slots: torch.Tensor, new_frames: torch.Tensor) -> torch.Tensor:
+        """Push k consecutive hops (B, n_mels, k·hop_frames) per slot in one call; return the
+        relaxed code of every hop (B, k, bits) in (−1, 1), oldest first.
+
+        The same numbers as k calls of :meth:`advance_relaxed`: the trunk's convolutions are valid
+        in time and its pools tile a hop exactly, so running 2 + k·w columns per block equals k
+        runs of 2 + w. Catching up a backlog (warm-up, a file) this way costs one batched pass.
+        """
         net, arch = self.net, self.arch
         slots = torch.as_tensor(slots, dtype=torch.long, device=self.device).reshape(-1)
         if slots.numel() != len(set(slots.tolist())):
             raise ValueError("a slot may appear only once per advance() call")
         new_frames = torch.as_tensor(new_frames, device=self.device, dtype=self.dtype)
-        if new_frames.shape != (slots.numel(), arch.n_mels, arch.hop_frames):
-            raise ValueError(f"new_frames must be (B, {arch.n_mels}, {arch.hop_frames}), got {tuple(new_frames.shape)}")
+        n_frames = new_frames.shape[-1] if new_frames.dim() == 3 else 0
+        if (new_frames.shape[:2] != (slots.numel(), arch.n_mels) or n_frames == 0
+                or n_frames % arch.hop_frames):  # fmt: skip
+            raise ValueError(
+                f"new_frames must be (B, {arch.n_mels}, k·{arch.hop_frames}), got {tuple(new_frames.shape)}"
+            )
+        k, n = n_frames // arch.hop_frames, arch.n_steps
         x = net.normalise(new_frames).unsqueeze(1)
         hop_vectors = []
         for b, (block, cache) in enumerate(zip(net.blocks, self.block_cache, strict=True), start=1):
@@ -103,15 +115,26 @@ class StreamingEncoder:
             x = block(joined)
             if b in arch.levels:
                 hop_vectors.append(net.level_features(arch.levels.index(b), x))
-        hop = torch.stack(hop_vectors, dim=2)[:, 0]  # (B, levels, D)
+        hops = torch.stack(hop_vectors, dim=2)  # (B, k, levels, D)
         head = self.head_index[slots]
-        self.ring[slots, head] = hop
-        self.head_index[slots] = (head + 1) % arch.n_steps
-        order = (head[:, None] + 1 + torch.arange(arch.n_steps, device=self.device)) % arch.n_steps
-        window = self.ring[slots[:, None], order]  # (B, steps, levels, D), oldest first
-        return net.head(window.transpose(1, 2))
+        order = (head[:, None] + torch.arange(n, device=self.device)) % n  # oldest first
+        history = torch.cat([self.ring[slots[:, None], order], hops], dim=1)  # (B, n + k, levels, D)
+        self.ring[slots] = history[:, k:]  # the newest n, stored oldest first from index 0
+        self.head_index[slots] = 0
+        windows = history.unfold(1, n, 1)[:, 1:]  # (B, k, levels, D, n): the window ending at each new hop
+        batch = windows.permute(0, 1, 2, 4, 3).reshape(slots.numel() * k, len(arch.levels), n, arch.feature_dim)
+        return net.head(batch).reshape(slots.numel(), k, -1)
+
+    def advance_relaxed(self, slots: torch.Tensor, new_frames: torch.Tensor) -> torch.Tensor:
+        """Push one hop (B, n_mels, hop_frames) per slot; return relaxed codes (B, bits) in (−1, 1)."""
+        if torch.as_tensor(new_frames).shape[-1] != self.arch.hop_frames:
+            raise ValueError(f"new_frames must be (B, {self.arch.n_mels}, {self.arch.hop_frames}), got {tuple(new_frames.shape)}")
+        return self.advance_hops_relaxed(slots, new_frames)[:, 0]
 
     def advance(self, slots: torch.Tensor, new_frames: torch.Tensor) -> torch.Tensor:
         """Push one hop per slot; return packed codes (B, bits//8) uint8 on the CPU."""
         return pack_bits(self.advance_relaxed(slots, new_frames))
 
+    def advance_hops(self, slots: torch.Tensor, new_frames: torch.Tensor) -> torch.Tensor:
+        """Push k hops per slot; return packed codes (B, k, bits//8) uint8 on the CPU."""
+        return pack_bits(self.advance_hops_relaxed(slots, new_frames))
