@@ -151,6 +151,17 @@ def test_advancing_several_hops_at_once_equals_hop_by_hop(arch):
     assert packed.shape == (2, 2, arch.bits // 8) and packed.dtype == np.uint8
 
 
+@pytest.mark.parametrize("shape", [(3, 8, 48, 50), (2, 5, 7, 9), (1, 4, 3, 3), (2, 3, 6, 11)])
+@pytest.mark.parametrize("pools", [(2, 2), (3, 3), (1, 2), (2, 1), (3, 2)])
+def test_separable_max_pool_equals_max_pool2d(shape, pools):
+    from streamd.model.network import separable_max_pool
+
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(sum(shape)))
+    for layout in (torch.contiguous_format, torch.channels_last):
+        y = x.contiguous(memory_format=layout)
+        assert torch.equal(separable_max_pool(y, *pools), torch.nn.functional.max_pool2d(y, pools))
+
+
 def test_streaming_rejects_bad_input():
     encoder = Fingerprinter(_randomised(SMALL)).streaming(2)
     with pytest.raises(ValueError):

@@ -140,11 +140,26 @@ class ConvBlock(nn.Module):
         return F.max_pool2d(F.relu(self.bn(self.conv(x))), self.pool)
 
 
+def separable_max_pool(x: torch.Tensor, freq_pool: int, time_pool: int) -> torch.Tensor:
+    """``F.max_pool2d(x, (freq_pool, time_pool))`` (stride = kernel, remainder dropped), computed
+    as elementwise maxima of strided views, time first: exactly the same values, and on CPU
+    2.5-3× faster than ATen's max-pool for the trunk's channels-last maps (bench/model.py)."""
+    f, t = x.shape[-2] // freq_pool * freq_pool, x.shape[-1] // time_pool * time_pool
+    x = x[..., :f, :t]
+    out = x[..., 0::time_pool]
+    for j in range(1, time_pool):
+        out = torch.maximum(out, x[..., j::time_pool])
+    pooled = out[..., 0::freq_pool, :]
+    for i in range(1, freq_pool):
+        pooled = torch.maximum(pooled, out[..., i::freq_pool, :])
+    return pooled
+
+
 class FusedConvBlock(nn.Module):
     """Inference form of a :class:`ConvBlock`: batch norm folded into the convolution, the ReLU
-    moved after the max-pool (both monotone), and channels-last memory layout, for which oneDNN's
-    small-channel convolutions and max-pool are 1.5-3× faster on CPU (bench/model.py). Same
-    function as the block in eval mode, up to float rounding."""
+    moved after the max-pool (both monotone), channels-last memory layout, for which oneDNN's
+    small-channel convolutions are 1.5-3× faster on CPU, and :func:`separable_max_pool`
+    (bench/model.py). Same function as the block in eval mode, up to float rounding."""
 
     def __init__(self, block: ConvBlock, channels_last: bool = True):
         super().__init__()
@@ -160,7 +175,7 @@ class FusedConvBlock(nn.Module):
         self.conv.to(memory_format=self.layout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(F.max_pool2d(self.conv(x.contiguous(memory_format=self.layout)), self.pool))
+        return F.relu(separable_max_pool(self.conv(x.contiguous(memory_format=self.layout)), *self.pool))
 
 
 class HashNet(nn.Module):
