@@ -50,10 +50,11 @@ process_cpu_seconds_total, process_resident_memory_bytes, ...  prometheus_client
 
 from __future__ import annotations
 
+import gc
 import heapq
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from prometheus_client import (
@@ -134,6 +135,9 @@ class Metrics:
                                   ["partition"], registry=r)  # fmt: skip
         self.commit_lag = Gauge("streamd_commit_lag_messages", "Records processed but not yet committed.", registry=r)
         self.commits = Counter("streamd_commits", "Offset commits.", registry=r)
+        self.commit_seconds = Histogram("streamd_commit_seconds",
+                                        "Time of a commit: wait for events, save changed stream states, commit.",
+                                        buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
         self.commit_failures = Counter("streamd_commit_failures", "Offset commits that failed.", registry=r)
 
         # Inference, lookup, decisions.
@@ -165,6 +169,10 @@ class Metrics:
         self.replica_sync_delay = Gauge("streamd_replica_sync_delay_seconds",
                                         "Age of the local catalog replica relative to Redis.", registry=r)  # fmt: skip
 
+        # Process.
+        self.gc_pause = Histogram("streamd_gc_pause_seconds", "Python garbage-collector pauses, by generation.",
+                                  ["generation"], buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
+
         # Liveness.
         self.last_tick = Gauge("streamd_loop_last_tick_timestamp_seconds",
                                "Unix time the main loop last ticked.", registry=r)  # fmt: skip
@@ -179,6 +187,8 @@ class Metrics:
             self.recognitions.labels(kind)
         for reason in EVENT_FAILURE_REASONS:
             self.events_failed.labels(reason)
+        for generation in range(3):
+            self.gc_pause.labels(str(generation))
 
         if process:
             ProcessCollector(registry=r)
@@ -191,6 +201,23 @@ class Metrics:
     def tick(self, now: float | None = None) -> None:
         """The main loop is alive (for /healthz and the liveness gauge)."""
         self.last_tick.set(time.time() if now is None else now)
+
+    def watch_gc(self) -> Callable[[], None]:
+        """Time every garbage collection into ``streamd_gc_pause_seconds``; returns the undo.
+
+        A full (generation 2) collection walks every tracked object of the process and stops the
+        main loop meanwhile, so its pauses show up in the decision-delay tail."""
+        started: list[float] = []
+        children = {g: self.gc_pause.labels(str(g)) for g in range(3)}
+
+        def on_gc(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                started[:] = [time.perf_counter()]
+            elif started:
+                children[info["generation"]].observe(time.perf_counter() - started.pop())
+
+        gc.callbacks.append(on_gc)
+        return lambda: gc.callbacks.remove(on_gc)
 
     def play_event(self, kind: str, stream_id: str, confidence: float) -> None:
         """Count a decided play event (``started``/``ended``); ended plays feed the confidence histogram."""

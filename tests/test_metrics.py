@@ -27,6 +27,8 @@ EXPECTED = {
     "streamd_commit_lag_messages": "gauge",
     "streamd_commits": "counter",
     "streamd_commit_failures": "counter",
+    "streamd_commit_seconds": "histogram",
+    "streamd_gc_pause_seconds": "histogram",
     "streamd_hops": "counter",
     "streamd_batch_size": "histogram",
     "streamd_inference_seconds": "histogram",
@@ -189,3 +191,21 @@ def test_gpu_series_appear_when_the_process_uses_cuda(monkeypatch):
     assert value(families, "streamd_gpu_memory_reserved_bytes", device="0") == 4000
     assert value(families, "streamd_gpu_utilization_ratio", device="0") == 0.37
     assert [s.labels for s in families["streamd_gpu_utilization_ratio"].samples] == [{"device": "0"}]
+
+
+def test_garbage_collections_are_timed_until_unwatched():
+    import gc
+
+    metrics = Metrics(process=False, gpu=False)
+    unwatch = metrics.watch_gc()
+    try:
+        gc.collect(2)
+        gc.collect(0)
+    finally:
+        unwatch()
+    families = scrape(metrics)
+    assert value(families, "streamd_gc_pause_seconds_count", generation="2") >= 1
+    assert value(families, "streamd_gc_pause_seconds_count", generation="0") >= 1
+    before = value(families, "streamd_gc_pause_seconds_count", generation="2")
+    gc.collect(2)  # not counted any more
+    assert value(scrape(metrics), "streamd_gc_pause_seconds_count", generation="2") == before

@@ -29,6 +29,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, TopicPartition
@@ -86,6 +87,7 @@ class Daemon:
         self.unacked_events = 0
         self.events_sent = 0
         self.deadlettered = 0
+        self._unwatch_gc: Callable[[], None] | None = None
 
     # --- setup -------------------------------------------------------------------------------
 
@@ -103,6 +105,7 @@ class Daemon:
         if self.metrics is None:
             self.metrics = Metrics(top_streams=d.metrics_top_streams, model_version=self._fp.version)
         self.pipeline = pipeline_from_config(config, self._fp, self._searcher, metrics=self.metrics)
+        self._unwatch_gc = self.metrics.watch_gc()
         ensure_topics(config, {kafka.audio_topic: kafka.audio_partitions, kafka.events_topic: kafka.audio_partitions,
                                kafka.deadletter_topic: 1})  # fmt: skip
         self.consumer = make_consumer(config, max_poll_records=d.max_poll_records,
@@ -160,6 +163,9 @@ class Daemon:
         return 0
 
     def close(self) -> None:
+        if self._unwatch_gc is not None:
+            self._unwatch_gc()
+            self._unwatch_gc = None
         if self.consumer is not None:
             self.consumer.close(autocommit=False)
             self.consumer = None
@@ -275,6 +281,10 @@ class Daemon:
         """Wait for the events, save changed states, wait for them, then commit (rule 2)."""
         if self.consumer is None or self.producer is None or self.pipeline is None:
             return
+        with self.metrics.commit_seconds.time():
+            self._commit(partitions)
+
+    def _commit(self, partitions: set[TopicPartition] | None) -> None:
         self._flush()  # every event sent is acknowledged: the states saved now need no outbox
         for sid, info in list(self.pipeline.streams.items()):
             if info.dirty and (partitions is None or self.partition_of.get(sid) in partitions):
