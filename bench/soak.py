@@ -140,7 +140,7 @@ def projected_growth(times: list[float], values: list[float]) -> float:
     i, j = np.triu_indices(len(t), k=1)
     keep = t[j] > t[i]
     slope = float(np.median((v[j] - v[i])[keep] / (t[j] - t[i])[keep]))
-    return slope * (t[-1] - t[0]) / float(np.median(v))
+    return float(slope * (t[-1] - t[0]) / np.median(v))
 
 
 def shipped_catalog(config, tracks: list) -> str:

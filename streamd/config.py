@@ -133,6 +133,7 @@ class DaemonConfig:
     # glibc malloc (streamd/daemon/allocator.py): keeps RSS flat over hours; 0 = glibc's default.
     malloc_mmap_threshold_kb: int = _bounded(64, 0, 1_048_576)
     malloc_arena_max: int = _bounded(2, 0, 1024)
+    gc_freeze: bool = True  # start-up objects leave the garbage collector's walks (shorter pauses)
 
 
 @dataclass(frozen=True)

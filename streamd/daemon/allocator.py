@@ -1,4 +1,5 @@
-"""Keep a long-running daemon's resident memory flat: glibc malloc settings.
+"""Keep a long-running daemon's resident memory flat and its pauses short: glibc malloc settings
+and a frozen garbage-collector generation.
 
 The daemon's large buffers (Kafka record values of ~10-50 kB, numpy and torch batches) are
 allocated and freed by several threads with varying sizes. Left at its defaults, glibc
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 
 log = logging.getLogger(__name__)
@@ -46,3 +48,16 @@ def tune_malloc(mmap_threshold_kb: int, arena_max: int) -> bool:
         log.warning("mallopt refused the malloc settings; RSS may creep up over long runs",
                     extra={"mmap_threshold_kb": mmap_threshold_kb, "arena_max": arena_max})  # fmt: skip
     return bool(ok)
+
+
+def freeze_startup_objects() -> int:
+    """Move every object alive now (modules, the model, clients: ~250 k objects with torch) out of
+    the cyclic garbage collector's reach; returns how many.
+
+    A full collection walks every tracked object and stops the main loop meanwhile: with the
+    start-up objects in the walk, each took ~160 ms, about every 10 s, under 1 000 streams
+    (``streamd_gc_pause_seconds``). Frozen objects are still freed by reference counting; only a
+    reference cycle among them would stay, and start-up objects live as long as the process."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()

@@ -38,7 +38,7 @@ from kafka.structs import OffsetAndMetadata
 from streamd import protocol
 from streamd.config import Config
 from streamd.daemon import state as stream_state
-from streamd.daemon.allocator import tune_malloc
+from streamd.daemon.allocator import freeze_startup_objects, tune_malloc
 from streamd.daemon.pipeline import STARTED, Decision, Pipeline, Searcher, pipeline_from_config
 from streamd.events import encode as encode_event
 from streamd.httpserver import Heartbeat, OpsServer
@@ -122,6 +122,8 @@ class Daemon:
                 "model_loaded": lambda: self._fp is not None,
             }).start()  # fmt: skip
         self.consumer.subscribe([kafka.audio_topic], listener=_Listener(self))
+        if d.gc_freeze:
+            freeze_startup_objects()
         log.info("daemon started", extra={"group": kafka.group_id, "topic": kafka.audio_topic,
                                           "model_version": self._fp.version,
                                           "catalog": getattr(self._searcher, "catalog_name", "")})  # fmt: skip
