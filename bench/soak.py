@@ -114,6 +114,10 @@ def daemon_counters(port: int) -> dict[str, float]:
     for family in text_string_to_metric_families(text):
         if family.name in wanted:
             out[family.name] = sum(s.value for s in family.samples if s.name in (family.name, family.name + "_total"))
+        elif family.name in ("streamd_gc_pause_seconds", "streamd_commit_seconds"):
+            for sample in family.samples:
+                if sample.name.endswith(("_sum", "_count")) and sample.labels.get("generation", "2") == "2":
+                    out[sample.name.removeprefix("streamd_")] = sample.value
         elif family.name == "streamd_decision_delay_seconds":
             buckets = [(float(s.labels["le"]), s.value) for s in family.samples if s.name.endswith("_bucket")]
             out["delay_buckets"] = buckets  # type: ignore[assignment]
@@ -130,6 +134,19 @@ def quantile_between(before: list, after: list, q: float = 0.99) -> float | None
     if total <= 0:
         return None
     return next(le for le, c in counts if c >= q * total)
+
+
+def main_loop_pauses(samples: list[dict], warmup_s: float) -> dict[str, float | None]:
+    """Full garbage collections and commits after warm-up: how many, and their mean in seconds."""
+    after = [s for s in samples if s["t_s"] >= warmup_s and "gc_pause_seconds_count" in s]
+    out: dict[str, float | None] = {}
+    for name in ("gc_pause_seconds", "commit_seconds"):
+        n = after[-1][f"{name}_count"] - after[0][f"{name}_count"] if len(after) > 1 else 0
+        total = after[-1][f"{name}_sum"] - after[0][f"{name}_sum"] if len(after) > 1 else 0.0
+        key = "full_gc" if name.startswith("gc") else "commit"
+        out[f"{key}_count"] = n
+        out[f"{key}_mean_s"] = total / n if n else None
+    return out
 
 
 def projected_growth(times: list[float], values: list[float]) -> float:
@@ -228,6 +245,7 @@ def run_soak(args: argparse.Namespace) -> dict:
     result = verdict(args, samples, proc.returncode)
     result["delay_after_warmup"] = {f"p{100 * q:g}_s": quantile_between(warm_buckets, last_buckets, q)
                                     for q in (0.5, 0.99, 0.999)}  # fmt: skip
+    result["pauses_after_warmup"] = main_loop_pauses(samples, args.warmup)
     return result
 
 
@@ -308,6 +326,8 @@ def main() -> int:
     delay = result.get("delay_after_warmup", {})
     print("  decision delay after warm-up (histogram bucket bounds): "
           + ", ".join(f"{k.removesuffix('_s')} {v} s" for k, v in delay.items()))  # fmt: skip
+    pauses = result.get("pauses_after_warmup", {})
+    print("  main-loop pauses after warm-up: " + ", ".join(f"{k} {v:.3g}" for k, v in pauses.items() if v is not None))
     print(f"JSON: {args.out}")
     return 0 if result["ok"] else 1
 
