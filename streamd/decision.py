@@ -410,7 +410,11 @@ class Tracker:
     def _end(self, stream_id: str, state: _StreamState, h: _Hypothesis) -> PlayEvent:
         p = self.params
         h.start_s, h.track_offset_s, _ = h.estimate_start(p)  # refined with every hit
-        end = max(h.t_end + p.end_bias_s, h.start_s)
+        end = h.t_end + p.end_bias_s
+        successors = [g.start_s for g in state.plays if g is not h and g.t0 > h.t0]
+        if successors:  # the next track has started: plays overlap by at most a crossfade
+            end = min(end, min(successors) + p.max_overlap_s)
+        end = max(end, h.start_s)
         if state.last_end_s is None or h.t_end > state.last_end_s:
             state.last_end_s = h.t_end
         state.ended.append((h.track, h.origin_s, h.occurrence))

@@ -86,6 +86,24 @@ def test_back_to_back_plays_and_a_crossfade():
     assert_play(plays[2], c)
 
 
+def test_a_play_ends_at_most_a_crossfade_after_the_next_play_starts():
+    """The old track keeps matching for a few s after the cut (its audio fills most of the window):
+    when the next play is already open, the old one's end is bounded by that play's start plus
+    ``max_overlap_s`` instead of last hit + ``end_bias_s``; with no play after it, it is not."""
+    params = dataclasses.replace(DecisionParams(), min_hits=5)
+    lingering = Segment(20, 30.0, 133.0, hit_prob=1.0)  # cut at 130 s, matched until 133 s
+    following = Segment(21, 130.0, 230.0, hit_prob=1.0, context_s=2.5)
+    _, plays = run([lingering, following], 280.0, seed=3, params=params, share_overlaps=False)
+    assert [p.track_id for p in plays] == [tid(20), tid(21)]
+    first, second = plays
+    assert first.last_hit_s > 132.0
+    assert first.end_s == pytest.approx(second.start_s + params.max_overlap_s)
+    assert first.end_s < first.last_hit_s + params.end_bias_s
+    assert abs(first.end_s - 130.0) < abs(first.last_hit_s + params.end_bias_s - 130.0)
+    _, alone = run([lingering], 280.0, seed=3, params=params, share_overlaps=False)
+    assert alone[0].end_s == pytest.approx(alone[0].last_hit_s + params.end_bias_s)
+
+
 def test_the_same_track_twice_is_two_plays():
     first = Segment(7, 20.0, 120.0)
     again = Segment(7, 120.0, 220.0)  # back to back, from the beginning again
