@@ -3,6 +3,8 @@
 For each model variant, in one run:
 - incremental: ``StreamingEncoder.advance`` over B streams per call (the daemon's path): the
   trunk sees 48 new frames + 2 cached columns per block, the recurrent head its 27-step ring;
+- catch-up: ``StreamingEncoder.advance_hops`` over B/8 streams with 8 hops each (a backlog:
+  warm-up, ``streamd recognize``), per stream-hop;
 - full window: ``net(windows)`` over B 1366-frame windows, what a daemon without the
   streaming cache would run every hop;
 and the analytic cost (parameters, MFLOP per hop and per full window).
@@ -19,13 +21,16 @@ which is only meaningful on a quiet machine. The best of ``--repeats`` calls is 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import time
+import types
 from dataclasses import replace
 
 import torch
 
+from streamd.daemon.pipeline import CATCH_UP_HOPS
 from streamd.model.api import Fingerprinter, load_weights_file
 from streamd.model.network import ArchConfig, HashNet
 
@@ -86,12 +91,21 @@ def _time(fn, repeats: int) -> float:
 WALL = False
 
 
+def _aten_pool_forward(block, x: torch.Tensor) -> torch.Tensor:
+    """FusedConvBlock.forward with ATen's max-pool instead of ``separable_max_pool`` (the peer)."""
+    return torch.nn.functional.relu(torch.nn.functional.max_pool2d(block.conv(x.contiguous(memory_format=block.layout)), block.pool))
+
+
 def measure(fp: Fingerprinter, batch: int, repeats: int, full_batch: int) -> dict[str, float]:
     arch = fp.arch
     encoder = fp.streaming(batch)
     slots = torch.arange(batch)
     frames = torch.randn(batch, arch.n_mels, arch.hop_frames) * 3 - 6
     incremental = _time(lambda: encoder.advance(slots, frames), repeats)
+    k = CATCH_UP_HOPS  # catch-up: batch/k streams, k hops each, in one advance_hops call
+    catch_up_slots = torch.arange(batch // k)
+    catch_up_frames = torch.randn(batch // k, arch.n_mels, k * arch.hop_frames) * 3 - 6
+    catch_up = _time(lambda: encoder.advance_hops(catch_up_slots, catch_up_frames), repeats)
     windows = torch.randn(full_batch, arch.n_mels, arch.window_frames) * 3 - 6
     full = _time(lambda: fp.codes_for_logmel(windows), max(1, repeats // 2))
     cores = 1 if WALL else 2  # CPU time: one core's worth of work; two cores hold twice as many
@@ -99,6 +113,7 @@ def measure(fp: Fingerprinter, batch: int, repeats: int, full_batch: int) -> dic
         "incremental_ms_per_call": round(incremental * 1e3, 1),
         "incremental_us_per_stream_hop": round(incremental / batch * 1e6, 1),
         "incremental_streams_2cores": int(cores * batch * HOP_S / incremental),
+        "catch_up_us_per_stream_hop": round(catch_up / (batch // k * k) * 1e6, 1),
         "full_window_ms_per_stream_hop": round(full / full_batch * 1e3, 2),
         "full_window_streams_2cores": int(cores * full_batch * HOP_S / full),
         "speedup": round((full / full_batch) / (incremental / batch), 1),
@@ -129,6 +144,10 @@ def main() -> None:
     nchw = Fingerprinter(HashNet(default))
     nchw.net = HashNet(default).fused_for_inference(channels_last=False)
     variants["default, BN folded, NCHW layout"] = nchw
+    aten_pool = copy.deepcopy(next(iter(variants.values())))
+    for block in aten_pool.net.blocks:
+        block.forward = types.MethodType(_aten_pool_forward, block)
+    variants["same, ATen max_pool2d (before session 4)"] = aten_pool
     variants["default, unfused BN, NCHW layout"] = Fingerprinter(HashNet(default), fuse=False)
     paper_widths = replace(default, widths=(32, 64, 128, 128, 256), freq_strides=(1, 1, 1, 1, 1), freq_pools=(2, 2, 2, 3, 4))
     variants["peer: paper-width FCN-5 32-64-128-128-256"] = Fingerprinter(HashNet(paper_widths))
@@ -139,7 +158,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row))
     header = ("model", "params", "mflop_per_stream_hop", "mflop_full_window", "incremental_us_per_stream_hop",
-              "incremental_streams_2cores", "full_window_streams_2cores", "speedup")
+              "incremental_streams_2cores", "catch_up_us_per_stream_hop", "full_window_streams_2cores", "speedup")
     clock = "wall time" if WALL else "CPU time (x2 for 2 cores)"
     print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, {clock}, "
           f"batch {args.batch} streams per call, hop {HOP_S:.3f} s")
