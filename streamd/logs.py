@@ -157,4 +157,8 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # kafka-python warns when a step of its I/O thread took > 0.1 s, naming a livelock in a
+    # coroutine; in streamd it is the main thread holding the GIL through a batch's inference
+    # (a few a minute under 1 000 streams), expected and harmless.
+    logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
     return handler
