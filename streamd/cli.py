@@ -328,6 +328,7 @@ def eval_(
     strength: Annotated[float, typer.Option("--strength", help="Degradation strength of random_chain, 0..1.")] = 0.6,
     seed: Annotated[int, typer.Option("--seed")] = 20261128,
     half_hop: Annotated[bool, typer.Option("--half-hop", help="Also index windows half a hop later (2x catalog).")] = False,
+    asymmetric: Annotated[bool, typer.Option("--asymmetric", help="Rank by asymmetric distance (relaxed query codes vs catalog bits).")] = False,
 ) -> None:
     """Evaluate the hash model: top-1 for 3/5/10/29 s queries, clean and degraded; mAP; false accepts."""
     from rich.console import Console
@@ -337,7 +338,8 @@ def eval_(
 
     config = get_config(model__weights=str(weights) if weights else None)
     fp = load_fingerprinter(config.model)
-    report = evaluate(fp, cfg=EvalConfig(queries=queries, strength=strength, seed=seed, half_hop_catalog=half_hop))
+    report = evaluate(fp, cfg=EvalConfig(queries=queries, strength=strength, seed=seed, half_hop_catalog=half_hop,
+                                         asymmetric=asymmetric))  # fmt: skip
     Console(width=None if sys.stdout.isatty() else 140).print(format_table(report))
     if json_out:
         write_json(report, json_out)

@@ -43,7 +43,7 @@ from streamd.dataset import SAMPLE_RATE, Split, Track, load_audio, load_split
 from streamd.melspec import offline_logmel
 from streamd.model.api import Fingerprinter, informative_hops
 from streamd.model.hashing import pack_bits
-from streamd.model.matching import hamming_topk, vote
+from streamd.model.matching import asymmetric_topk, hamming_topk, vote
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class EvalConfig:
     seed: int = 20261128
     offset_tolerance_s: float = 1.5
     half_hop_catalog: bool = False
+    asymmetric: bool = False  # rank by asymmetric distance (relaxed query vs catalog bits)
 
 
 @dataclass
@@ -94,16 +95,30 @@ class Query:
     start_s: float  # track position where the excerpt starts
     speed: float
     codes: np.ndarray  # codes of the hops whose window ends after the excerpt start
+    relaxed: np.ndarray  # the same codes before sign quantisation, (n, K) in (−1, 1)
     times_s: np.ndarray  # query time of those window ends (seconds since the excerpt start)
     chain: str
 
 
-def track_codes(fp: Fingerprinter, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(codes, window-end times in s, informative mask) for every hop of ``audio``."""
+def track_relaxed(fp: Fingerprinter, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(relaxed codes (n, K), window-end times in s, informative mask) for every hop of ``audio``."""
     logmel = offline_logmel(torch.from_numpy(np.ascontiguousarray(audio, np.float32)), fp.mel)
     relaxed, ends = fp.relaxed_for_track_logmel(logmel)
     keep = informative_hops(logmel, np.arange(1, len(ends) + 1) * fp.hop_frames)
+    return relaxed.float().numpy(), ends, keep
+
+
+def track_codes(fp: Fingerprinter, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes, window-end times in s, informative mask) for every hop of ``audio``."""
+    relaxed, ends, keep = track_relaxed(fp, audio)
     return pack_bits(relaxed), ends, keep
+
+
+def search(catalog: Catalog, relaxed: np.ndarray, cfg: EvalConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k catalog codes per query hop: Hamming on the bits, or asymmetric (``cfg.asymmetric``)."""
+    if cfg.asymmetric:
+        return asymmetric_topk(catalog.codes, relaxed, cfg.top_k)
+    return hamming_topk(catalog.codes, pack_bits(relaxed), cfg.top_k)
 
 
 def make_query(fp: Fingerprinter, rng: np.random.Generator, catalog_audio: list[np.ndarray], index: int,
@@ -131,9 +146,9 @@ def make_query(fp: Fingerprinter, rng: np.random.Generator, catalog_audio: list[
         query = degrade.apply(query, SAMPLE_RATE, chain, backgrounds=backgrounds)
         speed, chain_text = chain.speed_factor, chain.describe()
         excerpt_at /= speed
-    codes, ends, keep = track_codes(fp, query)
+    relaxed, ends, keep = track_relaxed(fp, query)
     inside = (ends > excerpt_at) & keep
-    return Query(index, start_s, speed, codes[inside], ends[inside] - excerpt_at, chain_text)
+    return Query(index, start_s, speed, pack_bits(relaxed[inside]), relaxed[inside], ends[inside] - excerpt_at, chain_text)
 
 
 def average_precision(distances: np.ndarray, relevant: np.ndarray, rng: np.random.Generator) -> float:
@@ -145,9 +160,9 @@ def average_precision(distances: np.ndarray, relevant: np.ndarray, rng: np.rando
     return float(np.mean(np.arange(1, len(ranks) + 1) / ranks))
 
 
-def _decide(catalog: Catalog, codes: np.ndarray, times: np.ndarray, hop_s: float, cfg: EvalConfig, bits: int,
+def _decide(catalog: Catalog, relaxed: np.ndarray, times: np.ndarray, hop_s: float, cfg: EvalConfig, bits: int,
             hits: tuple[np.ndarray, np.ndarray] | None = None):
-    index, distance = hits if hits is not None else hamming_topk(catalog.codes, codes, cfg.top_k)
+    index, distance = hits if hits is not None else search(catalog, relaxed, cfg)
     return vote(times, catalog.tracks[index], catalog.offsets_s[index], distance, hop_s, cfg.max_distance_fraction * bits)
 
 
@@ -159,15 +174,15 @@ def negative_scores(fp: Fingerprinter, catalog: Catalog, tracks: tuple[Track, ..
         audio = load_audio(track)
         if degraded:
             audio = degrade.apply(audio, SAMPLE_RATE, degrade.random_chain(rng, cfg.strength).without("speed"))
-        codes, ends, keep = track_codes(fp, audio)
-        index, distance = hamming_topk(catalog.codes, codes, cfg.top_k)
+        relaxed, ends, keep = track_relaxed(fp, audio)
+        index, distance = search(catalog, relaxed, cfg)
         for d in cfg.durations:
             m = max(1, int(d / fp.hop_s))
-            for j in range(m - 1, len(codes)):
+            for j in range(m - 1, len(relaxed)):
                 sl = np.arange(j - m + 1, j + 1)[keep[j - m + 1 : j + 1]]
                 if len(sl) == 0:
                     continue  # dead air: no decision is taken
-                match = _decide(catalog, codes[sl], ends[sl], fp.hop_s, cfg, fp.bits, (index[sl], distance[sl]))
+                match = _decide(catalog, relaxed[sl], ends[sl], fp.hop_s, cfg, fp.bits, (index[sl], distance[sl]))
                 scores[d].append(match.score)
     return {d: np.asarray(v) for d, v in scores.items()}
 
@@ -212,7 +227,7 @@ def evaluate(fp: Fingerprinter, split: Split | None = None, cfg: EvalConfig = Ev
                     if not use.any():
                         continue
                     codes, times = query.codes[use], query.times_s[use]
-                    match = _decide(catalog, codes, times, fp.hop_s, cfg, fp.bits)
+                    match = _decide(catalog, query.relaxed[use], times, fp.hop_s, cfg, fp.bits)
                     true_offset = query.start_s + times[-1] * query.speed
                     right = match.track == index
                     rows[d]["top1"].append(right)

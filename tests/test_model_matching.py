@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamd.model.matching import hamming_topk, identify, vote
+from streamd.model.hashing import pack_bits
+from streamd.model.matching import asymmetric_topk, hamming_topk, identify, vote
 
 HOP = 1.024
 
@@ -22,6 +23,28 @@ def test_hamming_topk_is_exact_and_sorted():
     brute = np.unpackbits(catalog[None] ^ queries[:, None], axis=-1).sum(-1)
     assert np.array_equal(distance, np.sort(brute, axis=1)[:, :5])
     assert np.array_equal(np.take_along_axis(brute, index, 1), distance)
+
+
+def test_asymmetric_distance_discounts_unsure_bits():
+    rng = np.random.default_rng(7)
+    signs = rng.choice([-1.0, 1.0], size=(50, 64))
+    catalog = pack_bits(signs)
+    sure = signs[[3, 17]].copy()  # |q| = 1 everywhere: exactly the Hamming ranking and distances
+    index_a, distance_a = asymmetric_topk(catalog, sure, 5)
+    index_h, distance_h = hamming_topk(catalog, pack_bits(sure), 5)
+    assert np.array_equal(index_a[:, 0], [3, 17]) and np.allclose(distance_a, distance_h)
+    # The query is code 3 with 12 bits flipped where the model was unsure (|q| 0.05); code 9 is
+    # made to differ from the query's bits in only 6 bits, but sure ones (|q| 0.9).
+    unsure = rng.choice(64, 12, replace=False)
+    query = 0.9 * signs[3]
+    query[unsure] = -0.05 * signs[3, unsure]
+    sure_bits = np.setdiff1d(np.arange(64), unsure)[:6]
+    signs[9] = np.sign(query)
+    signs[9, sure_bits] *= -1
+    catalog = pack_bits(signs)
+    assert hamming_topk(catalog, pack_bits(query[None]), 1)[0][0, 0] == 9  # Hamming: 6 < 12
+    index, distance = asymmetric_topk(catalog, query[None], 3)
+    assert index[0, 0] == 3 and index[0, 1] == 9 and distance[0, 0] < distance[0, 1]
 
 
 def test_vote_finds_the_consistent_track_and_offset():
@@ -78,10 +101,12 @@ def test_eval_runs_on_a_tiny_corpus(tmp_path, monkeypatch):
     torch.manual_seed(0)
     arch = ArchConfig(window_frames=400, widths=(4, 8, 8, 16, 16), feature_dim=8, lstm1_hidden=12, lstm2_hidden=16)
     fp = Fingerprinter(HashNet(arch))
-    report = evaluate(fp, split, EvalConfig(queries=3, durations=(3.0, 10.0), context_s=(5.0, 8.0)), progress=False)
-    assert set(report["results"]) == {"clean/3s", "clean/10s", "degraded/3s", "degraded/10s"}
-    for row in report["results"].values():
-        assert row["queries"] == 3 and 0 <= row["top1"] <= 1 and 0 <= row["mAP"] <= 1
-        assert row["non_catalog_decisions"] > 0 and 0 <= row["false_accept_rate"] <= 1
-    assert report["catalog"]["tracks"] == 3
-    format_table(report)
+    for asymmetric in (False, True):
+        cfg = EvalConfig(queries=3, durations=(3.0, 10.0), context_s=(5.0, 8.0), asymmetric=asymmetric)
+        report = evaluate(fp, split, cfg, progress=False)
+        assert set(report["results"]) == {"clean/3s", "clean/10s", "degraded/3s", "degraded/10s"}
+        for row in report["results"].values():
+            assert row["queries"] == 3 and 0 <= row["top1"] <= 1 and 0 <= row["mAP"] <= 1
+            assert row["non_catalog_decisions"] > 0 and 0 <= row["false_accept_rate"] <= 1
+        assert report["catalog"]["tracks"] == 3
+        format_table(report)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamd.model.hashing import pack_bits
+
 
 @dataclass(frozen=True)
 class Match:
@@ -59,6 +61,25 @@ def hamming_topk(catalog: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.n
         out_i[start : start + len(block)] = np.take_along_axis(part, order, 1)
         out_d[start : start + len(block)] = np.take_along_axis(part_d, order, 1)
     return out_i, out_d
+
+
+def asymmetric_topk(catalog: np.ndarray, relaxed: np.ndarray, k: int, shortlist: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k by asymmetric distance: the query keeps its relaxed code q in (−1, 1), the catalog
+    its bits. Distance = K · Σ|q_i|·[bit i differs] / Σ|q_i|: a disagreement on a bit the model was
+    unsure of (|q_i| near 0) counts little. Same scale as Hamming (0..K); equal to it when every
+    |q_i| is 1. The ``shortlist`` nearest codes in Hamming distance are re-ranked.
+
+    ``catalog`` (n, K/8) packed codes, ``relaxed`` (m, K) → (indices (m, k), distances (m, k)).
+    """
+    relaxed = np.asarray(relaxed, dtype=np.float32)
+    bits = relaxed.shape[1]
+    index, _ = hamming_topk(catalog, pack_bits(relaxed), max(k, shortlist))
+    candidate_bits = np.unpackbits(catalog[index], axis=-1, count=bits).astype(bool)  # (m, s, K)
+    weight = np.abs(relaxed)
+    differs = candidate_bits != (relaxed > 0)[:, None, :]
+    distance = bits * (differs * weight[:, None, :]).sum(-1) / np.maximum(weight.sum(-1, keepdims=True), 1e-9)
+    order = np.argsort(distance, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(index, order, 1), np.take_along_axis(distance, order, 1)
 
 
 def vote(
