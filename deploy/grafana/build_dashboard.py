@@ -243,6 +243,19 @@ SECTIONS: list[tuple[str, list[Panel]]] = [
                 thresholds=(DECISION_DELAY_LIMIT_S,),
             ),
             Panel(
+                "Main-loop pauses",
+                "What stops a pod's main loop besides inference: full garbage collections (mean per "
+                "pod) and offset commits with their state saves (p99 over all pods).",
+                (
+                    Query(mean("streamd_gc_pause_seconds", "instance, generation"), "GC gen {{generation}} {{instance}}"),
+                    Query(
+                        f"histogram_quantile(0.99, sum by (le) (rate({m('streamd_commit_seconds_bucket')}[{RATE}])))",
+                        "commit p99",
+                    ),
+                ),
+                unit="s",
+            ),
+            Panel(
                 "Batch size",
                 "Windows per inference batch: mean per pod and p99 over all pods.",
                 (
