@@ -94,8 +94,7 @@ class Query:
     track: int
     start_s: float  # track position where the excerpt starts
     speed: float
-    codes: np.ndarray  # codes of the hops whose window ends after the excerpt start
-    relaxed: np.ndarray  # the same codes before sign quantisation, (n, K) in (−1, 1)
+    relaxed: np.ndarray  # relaxed codes (n, K) in (−1, 1) of the hops whose window ends after the excerpt start
     times_s: np.ndarray  # query time of those window ends (seconds since the excerpt start)
     chain: str
 
@@ -148,7 +147,7 @@ def make_query(fp: Fingerprinter, rng: np.random.Generator, catalog_audio: list[
         excerpt_at /= speed
     relaxed, ends, keep = track_relaxed(fp, query)
     inside = (ends > excerpt_at) & keep
-    return Query(index, start_s, speed, pack_bits(relaxed[inside]), relaxed[inside], ends[inside] - excerpt_at, chain_text)
+    return Query(index, start_s, speed, relaxed[inside], ends[inside] - excerpt_at, chain_text)
 
 
 def average_precision(distances: np.ndarray, relevant: np.ndarray, rng: np.random.Generator) -> float:
@@ -226,14 +225,14 @@ def evaluate(fp: Fingerprinter, split: Split | None = None, cfg: EvalConfig = Ev
                     use = query.times_s <= d + 1e-9
                     if not use.any():
                         continue
-                    codes, times = query.codes[use], query.times_s[use]
-                    match = _decide(catalog, query.relaxed[use], times, fp.hop_s, cfg, fp.bits)
+                    relaxed, times = query.relaxed[use], query.times_s[use]
+                    match = _decide(catalog, relaxed, times, fp.hop_s, cfg, fp.bits)
                     true_offset = query.start_s + times[-1] * query.speed
                     right = match.track == index
                     rows[d]["top1"].append(right)
                     rows[d]["hit_at_threshold"].append(right and match.score > thresholds[d])
                     rows[d]["offset_ok"].append(right and abs(match.offset_s - true_offset) <= cfg.offset_tolerance_s)
-                    distances = np.bitwise_count(catalog.codes ^ codes[-1]).sum(-1)
+                    distances = np.bitwise_count(catalog.codes ^ pack_bits(relaxed[-1])).sum(-1)
                     relevant = (catalog.tracks == index) & (np.abs(catalog.offsets_s - true_offset) <= cfg.offset_tolerance_s)
                     rows[d]["ap"].append(average_precision(distances, relevant, rng))
                 bar.update(task, advance=1)

@@ -79,11 +79,15 @@ class ProjectionStreaming:
     def __init__(self, fp: ProjectionFingerprinter, max_streams: int):
         self.fp = fp
         self.max_streams = max_streams
-        self.block_cache: list[torch.Tensor] = []
         silent = _hop_spectra(np.full((1, 96, 48), LOG_FLOOR, np.float32))[0, 0]
         self._silent = torch.from_numpy(silent)
         self.ring = self._silent.repeat(max_streams, HOPS, 1)
-        self.head_index = torch.zeros(max_streams, dtype=torch.long)
+
+    def resized(self, max_streams: int) -> ProjectionStreaming:
+        new = ProjectionStreaming(self.fp, max_streams)
+        n = min(self.max_streams, max_streams)
+        new.ring[:n] = self.ring[:n]
+        return new
 
     def reset(self, slots) -> None:
         self.ring[torch.as_tensor(slots, dtype=torch.long).reshape(-1)] = self._silent

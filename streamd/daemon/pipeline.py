@@ -174,15 +174,8 @@ class Pipeline:
 
     def _grow(self, capacity: int) -> None:
         """Move every slot's encoder state into an encoder with ``capacity`` slots."""
-        old = self.encoder
-        new = self.fp.streaming(capacity)
-        n = old.max_streams
-        with torch.inference_mode():
-            for dst, src in zip(new.block_cache, old.block_cache, strict=True):
-                dst[:n] = src
-            new.ring[:n] = old.ring
-            new.head_index[:n] = old.head_index
-        self.encoder = new
+        n = self.encoder.max_streams
+        self.encoder = self.encoder.resized(capacity)
         self._free_slots = list(range(capacity - 1, n - 1, -1)) + self._free_slots
 
     def _info(self, chunk: Chunk) -> StreamInfo:

@@ -25,9 +25,9 @@ from streamd.model.network import LOG_FLOOR, HashNet
 class StreamingEncoder:
     """Incremental encoder over ``max_streams`` slots. Not thread-safe; one caller at a time.
 
-    State (part of the interface, the daemon moves it between encoders): ``block_cache`` (one
-    (slots, C, F, 2) tensor per conv block), ``ring`` (slots, n_steps, levels, D) and
-    ``head_index`` (slots,). :meth:`resized` copies it into an encoder with more slots.
+    State: ``block_cache`` (one (slots, C, F, 2) tensor per conv block) and ``ring`` (slots,
+    n_steps, levels, D), each slot's newest per-hop features, oldest first. :meth:`resized`
+    copies it into an encoder with more slots.
     """
 
     def __init__(self, net: HashNet, max_streams: int):
@@ -49,7 +49,6 @@ class StreamingEncoder:
         self.ring = torch.empty(
             (max_streams, arch.n_steps, len(arch.levels), arch.feature_dim), device=self.device, dtype=self.dtype
         )
-        self.head_index = torch.zeros(max_streams, dtype=torch.long, device=self.device)
         self.reset(torch.arange(max_streams))
 
     def _silence_state(self) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -75,7 +74,6 @@ class StreamingEncoder:
             for dst, src in zip(new.block_cache, self.block_cache, strict=True):
                 dst[:n] = src[:n]
             new.ring[:n] = self.ring[:n]
-            new.head_index[:n] = self.head_index[:n]
         return new
 
     def reset(self, slots: torch.Tensor | int | list[int]) -> None:
@@ -84,7 +82,6 @@ class StreamingEncoder:
         for cache, silent in zip(self.block_cache, self._silent_columns, strict=True):
             cache[slots] = silent
         self.ring[slots] = self._silent_features
-        self.head_index[slots] = 0
 
     @torch.inference_mode()
     def advance_hops_relaxed(self, slots: torch.Tensor, new_frames: torch.Tensor) -> torch.Tensor:
@@ -116,11 +113,8 @@ class StreamingEncoder:
             if b in arch.levels:
                 hop_vectors.append(net.level_features(arch.levels.index(b), x))
         hops = torch.stack(hop_vectors, dim=2)  # (B, k, levels, D)
-        head = self.head_index[slots]
-        order = (head[:, None] + torch.arange(n, device=self.device)) % n  # oldest first
-        history = torch.cat([self.ring[slots[:, None], order], hops], dim=1)  # (B, n + k, levels, D)
-        self.ring[slots] = history[:, k:]  # the newest n, stored oldest first from index 0
-        self.head_index[slots] = 0
+        history = torch.cat([self.ring[slots], hops], dim=1)  # (B, n + k, levels, D), oldest first
+        self.ring[slots] = history[:, k:]
         windows = history.unfold(1, n, 1)[:, 1:]  # (B, k, levels, D, n): the window ending at each new hop
         batch = windows.permute(0, 1, 2, 4, 3).reshape(slots.numel() * k, len(arch.levels), n, arch.feature_dim)
         return net.head(batch).reshape(slots.numel(), k, -1)
