@@ -2,7 +2,8 @@
 
     poll (bounded) → decode (bad records → dead-letter topic) → pipeline.feed → publish events
     publish: save the deciding streams' states, with the new events as outbox → flush → send events
-    every commit_interval_s: flush → save changed stream states → flush → commit offsets
+    rolling commits: each partition every commit_interval_s, one partition at a time (spread
+    evenly over the interval): flush → save its changed stream states → flush → commit its offset
 
 Delivery is at-least-once with deterministic event ids (docs/daemon.md, "Recovery"). Two rules
 make a crash at any point recoverable:
@@ -83,7 +84,8 @@ class Daemon:
         self.outbox_saved: set[str] = set()  # streams whose newest saved state lists an outbox
         self._revoked: set[TopicPartition] = set()  # noted by the rebalance listener, handled after poll
         self._assigned: set[TopicPartition] = set()
-        self.uncommitted = 0
+        self.uncommitted: dict[TopicPartition, int] = {}  # records processed since the partition's commit
+        self.committed_at: dict[TopicPartition, float] = {}  # monotonic time of each partition's last commit
         self.unacked_events = 0
         self.events_sent = 0
         self.deadlettered = 0
@@ -133,7 +135,7 @@ class Daemon:
     def run(self) -> int:
         self._setup()
         assert self.consumer is not None
-        last_commit = last_lag = time.monotonic()
+        next_commit = last_lag = time.monotonic()
         try:
             while not self.stop.is_set():
                 polled = self.consumer.poll(timeout_ms=200)
@@ -150,9 +152,12 @@ class Daemon:
                 if polled:
                     self._process(polled)
                 now = time.monotonic()
-                if now - last_commit >= self.config.daemon.commit_interval_s:
-                    self.commit()
-                    last_commit = now
+                if now >= next_commit:
+                    due = self._due_partition()
+                    if due is not None:
+                        self.commit({due})
+                    step = self.config.daemon.commit_interval_s / max(1, len(self.processed))
+                    next_commit = max(now, next_commit + step)  # a steady cadence, no burst after a stall
                 if now - last_lag >= LAG_INTERVAL_S:
                     self._update_gauges()
                     last_lag = now
@@ -204,14 +209,14 @@ class Daemon:
                 (warm if record.offset < warm_until else live).append(chunk)
             self.processed[tp] = records[-1].offset + 1
             self.newest_record_ts[tp] = max(self.newest_record_ts.get(tp, 0), max(r.timestamp for r in records))
-            self.uncommitted += len(records)
+            self.uncommitted[tp] = self.uncommitted.get(tp, 0) + len(records)
         m.chunks.inc(len(warm) + len(live))
         m.bytes.inc(n_bytes)
         if warm:
             self._publish(pipeline.feed(warm, warm=True))
         if live:
             self._publish(pipeline.feed(live))
-        m.commit_lag.set(self.uncommitted)
+        m.commit_lag.set(sum(self.uncommitted.values()))
 
     def _dead_letter(self, record: Any, reason: str) -> None:
         """A record that is not a chunk: count it and park it, with why, on the dead-letter topic.
@@ -279,8 +284,14 @@ class Daemon:
 
     # --- delivery ----------------------------------------------------------------------------
 
+    def _due_partition(self) -> TopicPartition | None:
+        """The processed partition committed longest ago (rolling commits: one at a time keeps
+        each stop of the main loop short, ~1/n of saving every stream's state at once)."""
+        return min(self.processed, key=lambda tp: self.committed_at.get(tp, 0.0), default=None)
+
     def commit(self, partitions: set[TopicPartition] | None = None) -> None:
-        """Wait for the events, save changed states, wait for them, then commit (rule 2)."""
+        """Wait for the events, save the changed states of ``partitions``' streams (all if None),
+        wait for them, then commit those partitions' offsets (rule 2)."""
         if self.consumer is None or self.producer is None or self.pipeline is None:
             return
         with self.metrics.commit_seconds.time():
@@ -306,9 +317,11 @@ class Daemon:
             log.warning("offset commit failed", extra={"error": repr(exc)})
             return
         self.metrics.commits.inc()
-        if partitions is None:
-            self.uncommitted = 0
-            self.metrics.commit_lag.set(0)
+        now = time.monotonic()
+        for tp in offsets:
+            self.uncommitted.pop(tp, None)
+            self.committed_at[tp] = now
+        self.metrics.commit_lag.set(sum(self.uncommitted.values()))
 
     def _flush(self) -> None:
         """Wait until Kafka acknowledged everything sent; a failure stops the daemon uncommitted.
@@ -373,6 +386,8 @@ class Daemon:
             self.outbox_saved.discard(sid)
         for tp in revoked:
             self.processed.pop(tp, None)
+            self.uncommitted.pop(tp, None)
+            self.committed_at.pop(tp, None)
             self.warm_until.pop(tp, None)
             self.newest_record_ts.pop(tp, None)
         log.info("partitions revoked", extra={"partitions": sorted(tp.partition for tp in revoked),
