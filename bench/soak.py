@@ -3,7 +3,13 @@
 N synthetic radio streams (the dev corpus's first test-split tracks, looped, each stream from
 another offset) are produced in real time (two 500 ms chunks per stream per second) to a fresh
 audio topic on the local Kafka (loopback; the topic's retention is capped so disk stays bounded).
-A daemon runs as a subprocess: by default the daemon's own loop (``streamd.daemon.runner.Daemon``)
+``--phases aligned`` (default) sends every stream's chunk at the same instant, so that the daemon
+gets its work in one burst per chunk; ``--phases spread`` spreads the streams' chunk boundaries
+evenly over a chunk, as independent stations are (on this machine it costs the Python Kafka
+clients of both the producer and the daemon more CPU: many small batches instead of a few big ones).
+A daemon runs as a subprocess (``--processes N``: N daemons in one consumer group, each with
+``model.threads`` 1, the way a multi-core machine is used without sharing one Python main loop;
+their samples are summed): by default the daemon's own loop (``streamd.daemon.runner.Daemon``)
 with the tests' stand-in fingerprinter (tests/daemon_doubles.py) and an in-memory catalog of those
 tracks (``--model test``), or the real ``streamd run`` with the shipped weights and a Redis catalog
 of those tracks (``--model shipped``; indexed once into ``soak-<weights sha>-<n>``, then reused).
@@ -37,6 +43,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -101,7 +108,8 @@ def child(track_ids: list[str]) -> int:
 
 
 def daemon_counters(port: int) -> dict[str, float]:
-    """A few of the daemon's own metrics (sums over labels); {} while it does not answer."""
+    """A few of the daemon's own metrics (sums over labels); {} while it does not answer.
+    ``delay_buckets``: the decision-delay histogram as (upper bound, cumulative count)."""
     wanted = {"streamd_chunks_consumed", "streamd_hops", "streamd_shed", "streamd_events_published",
               "streamd_recognitions", "streamd_events_failed", "streamd_active_streams", "streamd_open_plays",
               "streamd_consumer_lag_messages"}  # fmt: skip
@@ -122,6 +130,19 @@ def daemon_counters(port: int) -> dict[str, float]:
             buckets = [(float(s.labels["le"]), s.value) for s in family.samples if s.name.endswith("_bucket")]
             out["delay_buckets"] = buckets  # type: ignore[assignment]
     return out
+
+
+def summed_counters(ports: list[int]) -> dict[str, Any]:
+    """:func:`daemon_counters` of several daemons, added up (histogram buckets bucket by bucket)."""
+    total: dict[str, Any] = {}
+    for port in ports:
+        for name, value in daemon_counters(port).items():
+            if name == "delay_buckets":
+                before = total.get(name)
+                total[name] = value if before is None else [(le, a + b) for (le, a), (_, b) in zip(before, value, strict=True)]
+            else:
+                total[name] = total.get(name, 0.0) + value
+    return total
 
 
 def quantile_between(before: list, after: list, q: float = 0.99) -> float | None:
@@ -180,8 +201,10 @@ def shipped_catalog(config, tracks: list) -> str:
 
 def run_soak(args: argparse.Namespace) -> dict:
     base_config = load_config()
-    port = free_port()
-    overrides = soak_config(args.partitions, port, args.model)
+    ports = [free_port() for _ in range(args.processes)]
+    overrides = soak_config(args.partitions, ports[0], args.model)
+    if args.processes > 1:
+        overrides.update({"model.threads": 1, "store.search_threads": 1})
     config = load_config(overrides=overrides)
     catalog = list(dataset.load_split().test[: args.tracks])
     if args.model == "shipped":
@@ -192,33 +215,36 @@ def run_soak(args: argparse.Namespace) -> dict:
     ensure_topics(config, {config.kafka.audio_topic: args.partitions}, topic_configs=TOPIC_LIMITS)
     log = Path(args.log)
     log.parent.mkdir(parents=True, exist_ok=True)
-    proc = start_daemon(overrides, args.model, [t.track_id for t in catalog], log)
+    procs = [start_daemon({**overrides, "daemon.http_port": port}, args.model, [t.track_id for t in catalog], log)
+             for port in ports]  # fmt: skip
     samples: list[dict] = []
     feed = None
     try:
-        daemon = psutil.Process(proc.pid)
-        daemon.cpu_percent()
-        feed = PacedIngest(config, audios, speed=1.0).start()
+        daemons = [psutil.Process(proc.pid) for proc in procs]
+        for daemon in daemons:
+            daemon.cpu_percent()
+        feed = PacedIngest(config, audios, speed=1.0, stagger=args.phases == "spread").start()
         t0 = time.monotonic()
         last_buckets: list = []
         warm_buckets: list = []
         while time.monotonic() - t0 < args.duration:
             time.sleep(args.sample_s)
-            if proc.poll() is not None:
-                raise RuntimeError(f"the daemon exited with {proc.returncode}; see {log}")
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"a daemon exited with {proc.returncode}; see {log}")
             if feed.error is not None:
                 raise RuntimeError(f"ingest failed: {feed.error!r}")
-            counters = daemon_counters(port)
+            counters = summed_counters(ports)
             buckets = counters.pop("delay_buckets", [])
             uncommitted = group_lag(config)
             lag = counters.pop("streamd_consumer_lag_messages", uncommitted)
             elapsed = time.monotonic() - t0
             sample = {
                 "t_s": round(elapsed, 1),
-                "rss_mb": round(daemon.memory_info().rss / 2**20, 1),
-                "threads": daemon.num_threads(),
-                "fds": daemon.num_fds(),
-                "cpu_pct": round(daemon.cpu_percent(), 1),
+                "rss_mb": round(sum(d.memory_info().rss for d in daemons) / 2**20, 1),
+                "threads": sum(d.num_threads() for d in daemons),
+                "fds": sum(d.num_fds() for d in daemons),
+                "cpu_pct": round(sum(d.cpu_percent() for d in daemons), 1),
                 "lag_records": lag,
                 "lag_s": round(lag / (2 * args.streams), 2),
                 "uncommitted_s": round(uncommitted / (2 * args.streams), 2),
@@ -234,15 +260,18 @@ def run_soak(args: argparse.Namespace) -> dict:
     finally:
         if feed is not None:
             feed.stop.set()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
             try:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
         delete_topics(base_config, [config.kafka.audio_topic, config.kafka.events_topic,
                                     config.kafka.deadletter_topic, config.daemon.state_topic])  # fmt: skip
-    result = verdict(args, samples, proc.returncode)
+    result = verdict(args, samples, next((p.returncode for p in procs if p.returncode), procs[0].returncode))
     result["delay_after_warmup"] = {f"p{100 * q:g}_s": quantile_between(warm_buckets, last_buckets, q)
                                     for q in (0.5, 0.99, 0.999)}  # fmt: skip
     result["pauses_after_warmup"] = main_loop_pauses(samples, args.warmup)
@@ -262,7 +291,7 @@ def print_row(sample: dict, header: bool) -> None:
 def verdict(args: argparse.Namespace, samples: list[dict], exit_code: int | None) -> dict:
     after = [s for s in samples if s["t_s"] >= args.warmup]
     result: dict = {"streams": args.streams, "duration_s": args.duration, "warmup_s": args.warmup,
-                    "model": args.model, "partitions": args.partitions, "samples": samples,
+                    "model": args.model, "partitions": args.partitions, "processes": args.processes, "phases": args.phases, "samples": samples,
                     "daemon_exit_code": exit_code, "checks": {}}  # fmt: skip
     if len(after) < 6:
         result["checks"]["enough_samples"] = {"ok": False, "samples_after_warmup": len(after)}
@@ -300,6 +329,9 @@ def main() -> int:
     parser.add_argument("--ci", action="store_true", help="the CI variant: 2 minutes, 40 s warm-up")
     parser.add_argument("--model", choices=("test", "shipped"), default="test")
     parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--phases", choices=("aligned", "spread"), default="aligned",
+                        help="streams' chunk boundaries: spread evenly over a chunk (independent stations) or all at the same instants (the worst case: one burst per chunk)")
+    parser.add_argument("--processes", type=int, default=1, help="daemons in the consumer group (each model.threads 1 when > 1)")
     parser.add_argument("--tracks", type=int, default=8, help="catalog tracks the streams loop over")
     parser.add_argument("--sample-s", type=float, default=None, help="seconds between samples (default 10; CI 5)")
     parser.add_argument("--out", default=None, help="JSON result (default .local/soak/soak-<time>.json)")
@@ -319,7 +351,7 @@ def main() -> int:
     result = run_soak(args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
-    print(f"\n{args.streams} streams, {args.duration:g} s, model {args.model}; checks after {args.warmup:g} s warm-up:")
+    print(f"\n{args.streams} streams, {args.processes} daemon(s), phases {args.phases}, {args.duration:g} s, model {args.model}; checks after {args.warmup:g} s warm-up:")
     for name, check in result["checks"].items():
         detail = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in check.items() if k != "ok")
         print(f"  {'ok  ' if check['ok'] else 'FAIL'} {name}: {detail}")

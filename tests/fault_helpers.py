@@ -155,6 +155,9 @@ def looped_blocks(base: np.ndarray, offset: int, block: int = 6000):
 # --- ingest -----------------------------------------------------------------------------------
 
 
+CHUNK_MS = 500
+
+
 @dataclass
 class PacedIngest:
     """Produces streams in a thread at ``speed`` × real time (capture times start at ``start_ms``).
@@ -169,6 +172,7 @@ class PacedIngest:
     audios: dict[str, Any]  # stream id -> 12 kHz audio, or an iterable of blocks of it
     speed: float | list[tuple[float, float]] = 1.0
     drop: set[tuple[str, int]] = field(default_factory=set)  # (stream id, seq) lost on the way
+    stagger: bool = False  # streams' chunk boundaries spread evenly over a chunk (independent stations), not aligned
     start_ms: int = field(default_factory=ingest.now_ms)
     progress_s: float = 0.0
     records: int = 0
@@ -184,8 +188,10 @@ class PacedIngest:
 
     def _run(self) -> None:
         try:
-            records = ingest.merge_by_time(*(ingest.stream_chunks(a, 12000, sid, 500, start_ts_ms=self.start_ms)
-                                             for sid, a in self.audios.items()))  # fmt: skip
+            n = len(self.audios)
+            phase_ms = [round(i * CHUNK_MS / n) if self.stagger else 0 for i in range(n)]
+            records = ingest.merge_by_time(*(ingest.stream_chunks(a, 12000, sid, CHUNK_MS, start_ts_ms=self.start_ms + phase)
+                                             for (sid, a), phase in zip(self.audios.items(), phase_ms, strict=True)))  # fmt: skip
             t0 = time.monotonic()
             topic = self.config.kafka.audio_topic
             with BoundedProducer(self.config) as producer:

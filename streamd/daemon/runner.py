@@ -26,6 +26,7 @@ the last decided hop of each restored stream.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -49,6 +50,8 @@ from streamd.metrics import Metrics
 log = logging.getLogger("streamd.daemon")
 
 LAG_INTERVAL_S = 5.0
+DAEMON_MODEL_THREADS = 1  # model.threads 0 in the daemon: its other threads share the cores (docs/daemon.md, "Threads")
+SLOW_ITERATION_S = 1.0  # a main-loop iteration this long is logged with where its time went
 
 
 class Daemon:
@@ -99,6 +102,10 @@ class Daemon:
         if self._fp is None:
             from streamd.model import load_fingerprinter
 
+            if config.model.threads == 0:
+                import torch
+
+                torch.set_num_threads(DAEMON_MODEL_THREADS)
             self._fp = load_fingerprinter(config.model)
         if self._searcher is None:
             from streamd.store.replica import Replica
@@ -138,7 +145,9 @@ class Daemon:
         next_commit = last_lag = time.monotonic()
         try:
             while not self.stop.is_set():
+                t_start = time.monotonic()
                 polled = self.consumer.poll(timeout_ms=200)
+                t_polled = time.monotonic()
                 if self._revoked:
                     revoked, self._revoked = self._revoked, set()
                     self.on_revoked(revoked)
@@ -151,18 +160,26 @@ class Daemon:
                     self._assigned = set()
                 if polled:
                     self._process(polled)
-                now = time.monotonic()
+                now = t_processed = time.monotonic()
                 if now >= next_commit:
                     due = self._due_partition()
                     if due is not None:
                         self.commit({due})
                     step = self.config.daemon.commit_interval_s / max(1, len(self.processed))
                     next_commit = max(now, next_commit + step)  # a steady cadence, no burst after a stall
+                t_committed = time.monotonic()
                 if now - last_lag >= LAG_INTERVAL_S:
                     self._update_gauges()
                     last_lag = now
                 self.heartbeat.beat()
                 self.metrics.tick()
+                t_end = time.monotonic()
+                if t_end - t_start >= SLOW_ITERATION_S:
+                    log.warning("slow main-loop iteration", extra={
+                        "seconds": round(t_end - t_start, 3), "poll_s": round(t_polled - t_start, 3),
+                        "process_s": round(t_processed - t_polled, 3), "commit_s": round(t_committed - t_processed, 3),
+                        "gauges_s": round(t_end - t_committed, 3), "records": sum(map(len, polled.values())),
+                        "round": dataclasses.asdict(self.pipeline.last_round) if self.pipeline.last_round else None})  # fmt: skip
             self.commit()  # graceful stop: finish, publish, commit, leave the group
             log.info("daemon stopping", extra={"events": self.events_sent, "deadlettered": self.deadlettered})
         finally:
