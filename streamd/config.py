@@ -84,6 +84,7 @@ class ModelConfig:
     hop_frames: int = _bounded(48, 1, 4096)
     max_batch: int = _bounded(4096, 1, 1_000_000)
     threads: int = _bounded(0, 0, 256)
+    batch_split: int = _bounded(0, 0, 256)  # 0: one part per core in `streamd run` on CPU with threads 0, else 1
 
 
 @dataclass(frozen=True)

@@ -275,38 +275,45 @@ def test_bad_records_go_to_dead_letter_with_reason(config, kafka_bootstrap, uniq
     assert "good" in daemon.pipeline.streams and daemon.pipeline.bank.frame_count("good") > 0
 
 
+def feed_tone_streams(cfg, daemon: Daemon, streams: int = 12, chunks: int = 16) -> bool:
+    """Run ``daemon`` in a thread while ``streams`` tone streams are produced in real time (500 ms
+    chunks); stop it once everything is committed. True if everything was committed in time."""
+    tone = (0.2 * np.sin(np.arange(12000 * 2) * 0.05)).astype("float32")
+    thread = run_in_thread(daemon)
+    start = int(time.time() * 1000)
+    try:
+        with BoundedProducer(cfg) as producer:
+            for seq in range(chunks):
+                for n in range(streams):
+                    r = protocol.encode(f"s{n}", tone[(seq % 4) * 6000 : (seq % 4 + 1) * 6000], 12000, seq, start + seq * 500)
+                    producer.send(cfg.kafka.audio_topic, value=r.value, key=r.key, headers=r.headers)
+                producer.flush()
+                time.sleep(0.5)
+        return wait_until_consumed(cfg, 30)
+    finally:
+        daemon.stop.set()
+        thread.join(30)
+
+
+def tone_daemon(cfg) -> Daemon:
+    ensure_topics(cfg, {cfg.kafka.audio_topic: cfg.kafka.audio_partitions})
+    fp = ProjectionFingerprinter()
+    return Daemon(cfg, fingerprinter=fp, searcher=catalog_searcher(fp, []), metrics=Metrics(process=False, gpu=False), http=False)
+
+
 def test_commits_roll_one_partition_at_a_time(config, kafka_bootstrap, unique, cleanup):
     """Rolling commits: each commit saves the states of one partition's streams and commits that
     partition only; every partition is committed about every ``commit_interval_s``; at the end
     every record is committed."""
     cfg = daemon_config(unique, partitions=4, **{"daemon.commit_interval_s": 2.0})
     cleanup.append(cfg)
-    ensure_topics(cfg, {cfg.kafka.audio_topic: 4})
-    tone = (0.2 * np.sin(np.arange(12000 * 2) * 0.05)).astype("float32")
-    fp = ProjectionFingerprinter()
-    daemon = Daemon(cfg, fingerprinter=fp, searcher=catalog_searcher(fp, []),
-                    metrics=Metrics(process=False, gpu=False), http=False)  # fmt: skip
+    daemon = tone_daemon(cfg)
     commits: list[tuple[float, frozenset | None]] = []
     commit = daemon.commit
     daemon.commit = lambda partitions=None: (commits.append((time.monotonic(), partitions and frozenset(
         tp.partition for tp in partitions))), commit(partitions))  # fmt: skip
-    thread = run_in_thread(daemon)
-    stop = threading.Event()
-    start = int(time.time() * 1000)
-    try:
-        with BoundedProducer(cfg) as producer:
-            for seq in range(16):  # 8 s of 500 ms chunks on 12 streams, in real time
-                for n in range(12):
-                    r = protocol.encode(f"s{n}", tone[(seq % 4) * 6000 : (seq % 4 + 1) * 6000], 12000, seq, start + seq * 500)
-                    producer.send(cfg.kafka.audio_topic, value=r.value, key=r.key, headers=r.headers)
-                producer.flush()
-                stop.wait(0.5)
-        consumed = wait_until_consumed(cfg, 30)
-    finally:
-        daemon.stop.set()
-        thread.join(30)
-    assert consumed
-    rolling = [(t, parts) for t, parts in commits[:-1]]  # the last one: the graceful stop commits everything
+    assert feed_tone_streams(cfg, daemon)
+    rolling = commits[:-1]  # the last one: the graceful stop commits everything
     assert commits[-1][1] is None
     assert rolling and all(parts is not None and len(parts) == 1 for _, parts in rolling)
     by_partition: dict[int, list[float]] = {}
@@ -316,6 +323,23 @@ def test_commits_roll_one_partition_at_a_time(config, kafka_bootstrap, unique, c
     for times in by_partition.values():
         gaps = np.diff(times)
         assert gaps.size and gaps.max() < 2.0 + 0.5, f"a partition waited {gaps.max():.1f} s for its commit"
+
+
+def test_slow_iterations_are_logged_with_their_breakdown(config, kafka_bootstrap, unique, cleanup, caplog, monkeypatch):
+    from streamd.daemon import runner
+
+    monkeypatch.setattr(runner, "SLOW_ITERATION_S", 0.0)  # every iteration counts as slow
+    cfg = daemon_config(unique, partitions=1)
+    cleanup.append(cfg)
+    caplog.set_level("WARNING", logger="streamd.daemon")
+    assert feed_tone_streams(cfg, tone_daemon(cfg), streams=2, chunks=6)
+    slow = [r for r in caplog.records if r.getMessage() == "slow main-loop iteration"]
+    assert slow
+    for r in slow:
+        parts = r.poll_s + r.process_s + r.commit_s + r.gauges_s
+        assert parts <= r.seconds + 0.002 and r.seconds - parts < 0.05
+    worked = [r for r in slow if r.records]
+    assert worked and all(r.round is not None and r.round["hops"] >= 0 for r in worked)
 
 
 @pytest.mark.timeout(600)

@@ -146,3 +146,27 @@ def test_catching_up_several_hops_at_once_decides_as_hop_by_hop(corpus_dir):
     assert np.array_equal(codes_at_once, codes_one_by_one)
     assert events_at_once == events_one_by_one
     assert {e[1] for e in events_at_once} == {track for track, _, _ in truth}
+
+
+def test_split_batches_give_the_same_codes_as_one_batch():
+    """``batch_split``: a batch of many streams run as parts on several threads gives exactly the
+    codes of one batch (the parts advance disjoint encoder slots)."""
+    from streamd.daemon.pipeline import MIN_SPLIT_ROWS, TableSearcher
+    from streamd.model import load_fingerprinter
+
+    config = load_config()
+    fp = load_fingerprinter(config.model)
+    table = TableSearcher(CodeTable.build(fp.bits, [], SearchSettings()))
+    rng = np.random.default_rng(1)
+    n = 3 * MIN_SPLIT_ROWS + 5
+    hops = [[(0.1 * rng.standard_normal((n, 96, 48))).astype(np.float32)] for _ in range(3)]
+    results = {}
+    for split in (1, 3):
+        pipeline = pipeline_from_config(config, fp, table, batch_split=split, initial_slots=n)
+        slots = torch.arange(n)
+        results[split] = [pipeline._advance(slots, torch.from_numpy(h[0])) for h in hops]
+        assert (pipeline._split_pool is None) == (split == 1)
+        pipeline.close()
+    for one, parts in zip(results[1], results[3], strict=True):
+        assert one.shape == (n, 1, fp.bits // 8)
+        assert np.array_equal(one, parts)

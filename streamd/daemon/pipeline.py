@@ -36,6 +36,7 @@ import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
@@ -51,6 +52,7 @@ from streamd.protocol import Chunk
 
 WAVE_S = 8.0  # audio per stream pushed before the ready hops are drained (ring holds 29 s)
 CATCH_UP_HOPS = 8  # most hops one stream advances in one batch when it has a backlog
+MIN_SPLIT_ROWS = 64  # a batch is split (batch_split) only into parts of at least this many streams
 
 
 class Searcher(Protocol):
@@ -139,6 +141,7 @@ class Pipeline:
         shed_lag_s: float = float("inf"),
         max_lag_s: float = float("inf"),
         id_quantum_s: float = 10.0,
+        batch_split: int = 1,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
     ):
@@ -161,6 +164,8 @@ class Pipeline:
         self.encoder = fingerprinter.streaming(initial_slots)
         self._free_slots = list(range(initial_slots - 1, -1, -1))
         self._counters = dict(self.bank.counters)
+        self.batch_split = max(1, batch_split)
+        self._split_pool = ThreadPoolExecutor(self.batch_split - 1, "streamd-model") if self.batch_split > 1 else None
         self.last_round = RoundStats()
         self.delays: list[float] = []  # capture → decision delay of every decided hop (bench reads it)
         self.keep_delays = False
@@ -338,7 +343,7 @@ class Pipeline:
         times = (last_hop_s[None, :] - hop_s * np.arange(k - 1, -1, -1)[:, None]).reshape(-1)  # (k·B,) hop-major
         row_ids = ids * k
         t1 = time.perf_counter()
-        codes = self.encoder.advance_hops(slots, torch.from_numpy(frames))  # (B, k, bytes)
+        codes = self._advance(slots, torch.from_numpy(frames))  # (B, k, bytes)
         codes = np.ascontiguousarray(codes.transpose(1, 0, 2)).reshape(k * len(ids), -1)
         t2 = time.perf_counter()
         stats.frontend_s += t1 - t0
@@ -386,6 +391,26 @@ class Pipeline:
             for d in decisions:
                 m.play_event(d.event.type, d.event.play.stream_id, d.event.play.confidence)
         return decisions
+
+    def _advance(self, slots: torch.Tensor, frames: torch.Tensor) -> np.ndarray:
+        """The encoder's step for ``slots``; with ``batch_split`` > 1 the batch is cut into that
+        many parts run at once on their own threads (torch releases the GIL; the parts touch
+        disjoint slots). Unlike intra-op threads, the parts meet once per batch, not at every
+        operation, so a core taken by another process delays one part instead of every layer."""
+        parts = min(self.batch_split, len(slots) // MIN_SPLIT_ROWS)
+        if parts <= 1 or self._split_pool is None:
+            return self.encoder.advance_hops(slots, frames)
+        bounds = np.linspace(0, len(slots), parts + 1).astype(int)
+        futures = [self._split_pool.submit(self.encoder.advance_hops, slots[a:b], frames[a:b])
+                   for a, b in zip(bounds[1:-1], bounds[2:], strict=True)]  # fmt: skip
+        first = self.encoder.advance_hops(slots[: bounds[1]], frames[: bounds[1]])
+        return np.concatenate([first, *(f.result() for f in futures)])
+
+    def close(self) -> None:
+        """Stop the threads of ``batch_split``."""
+        if self._split_pool is not None:
+            self._split_pool.shutdown()
+            self._split_pool = None
 
     # --- events ------------------------------------------------------------------------------
 
@@ -484,6 +509,7 @@ def pipeline_from_config(config: Config, fingerprinter: Any, searcher: Searcher,
         shed_lag_s=d.shed_lag_s,
         max_lag_s=d.max_lag_s,
         id_quantum_s=d.event_id_quantum_s,
+        batch_split=config.model.batch_split,
     )
     options.update(overrides)
     return Pipeline(fingerprinter, searcher, DecisionParams.from_config(config), config.frontend, **options)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -89,6 +90,7 @@ class Daemon:
         self._assigned: set[TopicPartition] = set()
         self.uncommitted: dict[TopicPartition, int] = {}  # records processed since the partition's commit
         self.committed_at: dict[TopicPartition, float] = {}  # monotonic time of each partition's last commit
+        self._torch_threads = 0  # torch's thread count before the daemon set its own (0: untouched)
         self.unacked_events = 0
         self.events_sent = 0
         self.deadlettered = 0
@@ -105,6 +107,7 @@ class Daemon:
             if config.model.threads == 0:
                 import torch
 
+                self._torch_threads = torch.get_num_threads()  # given back by close()
                 torch.set_num_threads(DAEMON_MODEL_THREADS)
             self._fp = load_fingerprinter(config.model)
         if self._searcher is None:
@@ -113,7 +116,9 @@ class Daemon:
             self._searcher = Replica.from_config(config).start()
         if self.metrics is None:
             self.metrics = Metrics(top_streams=d.metrics_top_streams, model_version=self._fp.version)
-        self.pipeline = pipeline_from_config(config, self._fp, self._searcher, metrics=self.metrics)
+        per_core = bool(self._torch_threads) and self._fp.device.type == "cpu"  # one model thread: one part per core
+        split = config.model.batch_split or ((os.cpu_count() or 1) if per_core else 1)
+        self.pipeline = pipeline_from_config(config, self._fp, self._searcher, metrics=self.metrics, batch_split=split)
         self._unwatch_gc = self.metrics.watch_gc()
         ensure_topics(config, {kafka.audio_topic: kafka.audio_partitions, kafka.events_topic: kafka.audio_partitions,
                                kafka.deadletter_topic: 1})  # fmt: skip
@@ -187,6 +192,11 @@ class Daemon:
         return 0
 
     def close(self) -> None:
+        if self._torch_threads:
+            import torch
+
+            torch.set_num_threads(self._torch_threads)
+            self._torch_threads = 0
         if self._unwatch_gc is not None:
             self._unwatch_gc()
             self._unwatch_gc = None
@@ -200,6 +210,8 @@ class Daemon:
                 self.producer = None
         if self.ops is not None:
             self.ops.stop()
+        if self.pipeline is not None:
+            self.pipeline.close()
         stop = getattr(self._searcher, "stop", None)
         if stop is not None:
             stop()
