@@ -184,7 +184,7 @@ class Daemon:
                         "seconds": round(t_end - t_start, 3), "poll_s": round(t_polled - t_start, 3),
                         "process_s": round(t_processed - t_polled, 3), "commit_s": round(t_committed - t_processed, 3),
                         "gauges_s": round(t_end - t_committed, 3), "records": sum(map(len, polled.values())),
-                        "round": dataclasses.asdict(self.pipeline.last_round) if self.pipeline.last_round else None})  # fmt: skip
+                        "round": dataclasses.asdict(self.pipeline.last_round)})  # fmt: skip  # the newest round
             self.commit()  # graceful stop: finish, publish, commit, leave the group
             log.info("daemon stopping", extra={"events": self.events_sent, "deadlettered": self.deadlettered})
         finally:
