@@ -190,7 +190,8 @@ def events_for(params: DecisionParams, stations: dict[str, dict[str, np.ndarray]
     """The plays ``decide`` finds in every station, as scorer events (daemon semantics: detected_at_s)."""
     events = []
     for stream, m in stations.items():
-        for play in decide(m["times"], m["track_ids"], m["offsets"], m["distances"], params, stream):
+        for play in decide(m["times"], m["track_ids"], m["offsets"], m["distances"], params, stream,
+                           audio_start_s=0.0):
             events.append(scoring.Event(stream, str(play.track_id), play.start_s, play.end_s, play.track_offset_s,
                                         play.confidence, play.detected_s))  # fmt: skip
     return events

@@ -78,9 +78,9 @@ class FrontendConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    weights: str = "models/streamd-hash64.safetensors"
+    weights: str = "models/streamd-hash128.safetensors"
     device: str = _choice("auto", "cpu", "cuda", default="auto")
-    bits: int = _choice(16, 32, 64, 128, default=64)
+    bits: int = _choice(16, 32, 64, 128, default=128)
     hop_frames: int = _bounded(48, 1, 4096)
     max_batch: int = _bounded(4096, 1, 1_000_000)
     threads: int = _bounded(0, 0, 256)

@@ -137,8 +137,9 @@ class _Hypothesis:
 
     __slots__ = (
         "track", "t0", "o0", "t_last", "o_last", "t_end", "n", "sum_d", "score", "sx", "sy", "sxx", "sxy", "hit",
-        "expires", "start_s", "track_offset_s", "origin_s", "detected_s", "prev_end_s", "occurrence",
+        "expires", "start_s", "track_offset_s", "origin_s", "detected_s", "prev_end_s", "audio_start_s", "occurrence",
     )  # fmt: skip
+    _OPTIONAL = {"audio_start_s": None}  # slots newer than some saved states: their value when absent
 
     def __init__(self, track: Any, t: float, offset: float, distance: float, score: float, expires: float) -> None:
         self.track = track
@@ -153,7 +154,8 @@ class _Hypothesis:
         self.sx = self.sy = self.sxx = self.sxy = 0.0
         self.hit = True
         self.expires = expires  # a hypothesis that is not a play yet dies when not supported by then
-        # start_s, track_offset_s, origin_s, detected_s, prev_end_s, occurrence: set when it becomes a play.
+        # start_s, track_offset_s, origin_s, detected_s, prev_end_s, audio_start_s, occurrence: set when
+        # it becomes a play.
 
     def add_hit(self, t: float, offset: float, distance: float, score: float, hop_s: float) -> None:
         """Count a hit. It moves the end of the play only if the previous support was at most three
@@ -212,14 +214,17 @@ class _Hypothesis:
         where the fitted line crosses offset 0); we assume so when the first hit came at most
         ``from_start_max_s`` into the track. Otherwise the play started mid-track and the origin
         lies before the real start; then the first hit bounds it: the model needs about
-        ``start_context_s`` of the track before it matches. In both cases a play does not start
-        long before the previous one ended.
+        ``start_context_s`` of the track before it matches, but not before the stream's audio began
+        (``audio_start_s``: a stream that opens mid-track can match after a second or two). In both
+        cases a play does not start long before the previous one ended.
         """
         speed, offset0 = self.line(p)
         origin = self.t0 - offset0 / speed
         start = origin
         if offset0 > p.from_start_max_s:
             start = self.t0 - p.start_context_s
+            if self.audio_start_s is not None:
+                start = max(start, self.audio_start_s)
         if self.prev_end_s is not None:  # also for "from the start": an excerpt may begin a few s in
             start = max(start, self.prev_end_s - p.max_overlap_s)
         start = min(start, self.t0)
@@ -254,10 +259,11 @@ def _score_of(h: _Hypothesis) -> float:
 
 
 class _StreamState:
-    __slots__ = ("last_t", "plays", "candidates", "last_end_s", "ended")
+    __slots__ = ("last_t", "audio_start_s", "plays", "candidates", "last_end_s", "ended")
 
     def __init__(self) -> None:
         self.last_t: float | None = None
+        self.audio_start_s: float | None = None  # stream time of the oldest audio the front end has
         self.plays: list[_Hypothesis] = []  # started, not yet ended
         self.candidates: list[_Hypothesis] = []  # not yet started
         self.last_end_s: float | None = None  # last hit of the most recent ended play
@@ -276,9 +282,12 @@ def _hypothesis_fields(h: _Hypothesis) -> dict[str, Any]:
 def _hypothesis_from(fields: dict[str, Any]) -> _Hypothesis:
     h = _Hypothesis.__new__(_Hypothesis)
     for name in _Hypothesis.__slots__:
-        if name not in fields:
+        if name in fields:
+            setattr(h, name, fields[name])
+        elif name in _Hypothesis._OPTIONAL:
+            setattr(h, name, _Hypothesis._OPTIONAL[name])
+        else:
             raise ValueError(f"hypothesis lacks {name}")
-        setattr(h, name, fields[name])
     if h.expires is None:  # -inf (a duplicate marked to die) does not survive JSON
         h.expires = -math.inf
     return h
@@ -325,6 +334,7 @@ class Tracker:
         match_track_ids: Sequence[Sequence[Any]] | np.ndarray,
         match_offsets: Sequence[Sequence[float]] | np.ndarray,
         match_distances: Sequence[Sequence[float]] | np.ndarray,
+        audio_start_s: Sequence[float] | np.ndarray | None = None,
     ) -> list[PlayEvent]:
         """Feed one hop of B streams; return the events it causes (ended before started per stream).
 
@@ -332,8 +342,16 @@ class Tracker:
         matches: track ids (B, k), track offsets in seconds of the window end (B, k) and Hamming
         distances (B, k). Unused slots are marked by a distance < 0 or > K, or a track id of None
         or "". A hop whose time is not after the stream's previous hop is ignored.
+        ``audio_start_s[b]``, if given, is the stream time of the oldest audio the front end holds
+        for the stream: no play is reported to start before it.
         """
         times = np.asarray(stream_times, dtype=np.float64).tolist()
+        if audio_start_s is not None:
+            starts = np.asarray(audio_start_s, dtype=np.float64).tolist()
+            if len(starts) != len(times):
+                raise ValueError("update(): audio_start_s and stream_times differ in length")
+            for stream_id, start in zip(stream_ids, starts, strict=True):
+                self._stream(stream_id).audio_start_s = start
         ids = match_track_ids.tolist() if isinstance(match_track_ids, np.ndarray) else match_track_ids
         offsets = np.asarray(match_offsets, dtype=np.float64).tolist()
         distances = np.asarray(match_distances).tolist()
@@ -351,9 +369,12 @@ class Tracker:
         track_ids: Sequence[Any],
         offsets: Sequence[float],
         distances: Sequence[float],
+        audio_start_s: float | None = None,
     ) -> list[PlayEvent]:
         """:meth:`update` for a single stream."""
         events: list[PlayEvent] = []
+        if audio_start_s is not None:
+            self._stream(stream_id).audio_start_s = float(audio_start_s)
         self._step(
             stream_id, float(stream_time), list(track_ids),
             np.asarray(offsets, dtype=np.float64).tolist(), np.asarray(distances).tolist(), events,
@@ -370,6 +391,7 @@ class Tracker:
             return None
         return {
             "last_t": state.last_t,
+            "audio_start_s": state.audio_start_s,
             "last_end_s": state.last_end_s,
             "plays": [_hypothesis_fields(h) for h in state.plays],
             "candidates": [_hypothesis_fields(h) for h in state.candidates],
@@ -381,6 +403,7 @@ class Tracker:
         state = _StreamState()
         try:
             state.last_t = document["last_t"]
+            state.audio_start_s = document.get("audio_start_s")
             state.last_end_s = document["last_end_s"]
             state.plays = [_hypothesis_from(f) for f in document["plays"]]
             state.candidates = [_hypothesis_from(f) for f in document.get("candidates", [])]
@@ -421,6 +444,12 @@ class Tracker:
         del state.ended[:-RECENT_PLAYS]
         return PlayEvent(ENDED, h.snapshot(stream_id, p, end))
 
+    def _stream(self, stream_id: str) -> _StreamState:
+        state = self._streams.get(stream_id)
+        if state is None:
+            state = self._streams[stream_id] = _StreamState()
+        return state
+
     def _step(
         self,
         stream_id: str,
@@ -431,10 +460,8 @@ class Tracker:
         events: list[PlayEvent],
     ) -> None:
         p = self.params
-        state = self._streams.get(stream_id)
-        if state is None:
-            state = self._streams[stream_id] = _StreamState()
-        elif state.last_t is not None and t <= state.last_t:
+        state = self._stream(stream_id)
+        if state.last_t is not None and t <= state.last_t:
             return
         state.last_t = t
 
@@ -493,6 +520,7 @@ class Tracker:
         for h in candidates:
             if h.hit and h.n >= p.min_hits and h.score >= p.min_evidence and self._may_start(h, state, t):
                 h.prev_end_s = self._previous_end(h, state)
+                h.audio_start_s = state.audio_start_s
                 h.start_s, h.track_offset_s, h.origin_s = h.estimate_start(p)
                 h.detected_s = t
                 h.occurrence = self._occurrence(h, state)
@@ -615,13 +643,18 @@ def decide(
     match_distances: Sequence[Sequence[float]] | np.ndarray,
     params: DecisionParams | None = None,
     stream_id: str = "",
+    audio_start_s: float | None = None,
 ) -> list[Play]:
     """All plays in one whole recording (hop times + their top-k matches), sorted by start.
 
     The offline counterpart of the daemon (``streamd recognize``, ``streamd eval``): the same
-    :class:`Tracker`, fed hop by hop, then flushed.
+    :class:`Tracker`, fed hop by hop, then flushed. ``audio_start_s``: the stream time where the
+    recording begins (0 for ``Fingerprinter.codes_for_audio``'s hop grid), if plays must not start
+    before it.
     """
     tracker = Tracker(params)
+    if audio_start_s is not None:
+        tracker._stream(stream_id).audio_start_s = float(audio_start_s)
     times = np.asarray(stream_times, dtype=np.float64).tolist()
     ids = match_track_ids.tolist() if isinstance(match_track_ids, np.ndarray) else match_track_ids
     offsets = np.asarray(match_offsets, dtype=np.float64).tolist()

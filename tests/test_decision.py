@@ -66,6 +66,28 @@ def test_play_from_mid_track_is_bounded_by_its_first_hit():
     assert plays[0].track_offset_s == pytest.approx(70.0, abs=2 * HOP)
 
 
+def test_a_stream_that_opens_mid_track_does_not_start_before_its_audio():
+    """A model that matches after ~1 s of a track would put the start of a mid-track play at
+    first hit − start_context_s, before the stream's first sample; the audio start bounds it,
+    offline (decide) and in the daemon's batched update."""
+    seg = Segment(5, 0.0, 90.0, track_offset_s=70.0, context_s=0.5, hit_prob=1.0)
+    m = CATALOG.matches(np.random.default_rng(2), hop_times(0.0, 120.0), [seg])
+    unbounded = decide(m.times, m.track_ids, m.offsets, m.distances)
+    assert len(unbounded) == 1 and unbounded[0].start_s < -1.0  # the start this floor corrects
+    (play,) = decide(m.times, m.track_ids, m.offsets, m.distances, audio_start_s=0.0)
+    assert play.start_s == 0.0
+    tracker = Tracker()
+    events = []
+    for i in range(len(m.times)):
+        events += tracker.update(["s"], m.times[i : i + 1], m.track_ids[i : i + 1], m.offsets[i : i + 1],
+                                 m.distances[i : i + 1], audio_start_s=[0.0])  # fmt: skip
+    assert [(e.type, e.play.start_s) for e in events] == [(STARTED, 0.0), (ENDED, 0.0)]
+    state = tracker.export_state("s")
+    restored = Tracker()
+    restored.restore_state("s", json.loads(json.dumps(state)))
+    assert restored.export_state("s") == state
+
+
 @pytest.mark.parametrize("speed", [0.97, 1.03])
 def test_speed_changed_plays_are_one_play_with_the_fitted_speed(speed: float):
     seg = Segment(11, 40.0, 40.0 + CATALOG.durations[11] / speed, speed=speed)

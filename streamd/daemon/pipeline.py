@@ -334,9 +334,11 @@ class Pipeline:
         frames = bank.take_hop(ids, k * self.hop)
         slots = torch.tensor([streams[sid].slot for sid in ids], dtype=torch.long)
         last_hop_s = np.empty(len(ids))
+        audio_start_s = np.empty(len(ids))
         fill = np.empty(len(ids))
         for b, sid in enumerate(ids):
             state = bank.stream(sid)
+            audio_start_s[b] = state.start_ts_ms / 1000.0
             last_hop_s[b] = (state.start_ts_ms + state.taken * self.hop_ms) / 1000.0
             fill[b] = min(1.0, state.taken / bank.window_frames)
         hop_s = self.hop * self.hop_ms / 1000.0
@@ -373,7 +375,8 @@ class Pipeline:
         hits = self.searcher.search(codes[rows], self.top_k)
         t3 = time.perf_counter()
         chosen = [row_ids[r] for r in rows]
-        found = self.tracker.update(chosen, times[rows], hits.track_ids, hits.offsets, hits.distances)
+        found = self.tracker.update(chosen, times[rows], hits.track_ids, hits.offsets, hits.distances,
+                                    np.tile(audio_start_s, k)[rows])
         decided_at = self.clock()
         for sid in set(chosen):
             streams[sid].dirty = True
