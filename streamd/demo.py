@@ -52,11 +52,16 @@ def demo_config(base: Config) -> Config:
 
 def build_catalog(config: Config, tracks: list[dataset.Track], console: Console) -> None:
     from streamd.indexer import index_paths
+    from streamd.store.catalog import ModelMismatchError
 
     with tempfile.TemporaryDirectory() as tmp:
         manifest = Path(tmp) / "catalog.csv"
         manifest.write_text("track_id,path\n" + "".join(f"{t.track_id},{t.path}\n" for t in tracks))
-        report = index_paths(config, DEMO_CATALOG, [], manifest=manifest, rebuild=False, replace=True)
+        try:
+            report = index_paths(config, DEMO_CATALOG, [], manifest=manifest, rebuild=False, replace=True)
+        except ModelMismatchError as exc:  # an earlier demo with other weights: the demo's own catalog
+            console.print(f"{exc}; re-indexing the demo catalog")
+            report = index_paths(config, DEMO_CATALOG, [], manifest=manifest, rebuild=True, replace=True)
     console.print(f"catalog {DEMO_CATALOG!r}: {report.indexed} indexed, {report.unchanged} unchanged, "
                   f"{len(report.failed)} failed ({report.elapsed_s:.1f} s)")  # fmt: skip
 

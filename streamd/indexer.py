@@ -32,7 +32,7 @@ import numpy as np
 
 from streamd.config import Config, ModelConfig
 from streamd.errors import StreamdError
-from streamd.store.catalog import Catalog, CatalogError, Track, connect
+from streamd.store.catalog import Catalog, ModelMismatchError, Track, connect
 
 SAMPLE_RATE = 12000
 AUDIO_EXTENSIONS = frozenset({
@@ -407,7 +407,7 @@ def index_paths(
         else:
             if (served.bits, served.hop_frames, served.model_version) != (encoder.bits, encoder.hop_frames,
                                                                            encoder.version):
-                raise CatalogError(
+                raise ModelMismatchError(
                     f"catalog {catalog_name!r} was indexed with {served.describe_model()}, but this is "
                     f"model {encoder.version!r} ({encoder.bits}-bit codes, hop {encoder.hop_frames} frames): "
                     "run with --rebuild to re-index it into a new version"

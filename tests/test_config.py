@@ -23,7 +23,7 @@ def test_defaults_without_file_or_env(tmp_path, monkeypatch):
     monkeypatch.delenv("STREAMD_CONFIG", raising=False)
     config = load_config(environ={})
     assert config == Config()
-    assert config.kafka.bootstrap_servers == "127.0.0.1:9092" and config.model.bits == 64
+    assert config.kafka.bootstrap_servers == "127.0.0.1:9092" and config.model.bits == 128
 
 
 def test_repository_config_yaml_loads():

@@ -315,9 +315,9 @@ def test_params_come_from_the_config():
     config = load_config(overrides={"daemon.min_hits": 6, "daemon.end_after_misses": 3}, environ={})
     params = DecisionParams.from_config(config)
     assert params.min_hits == 6 and params.end_after_misses == 3
-    assert params.hop_s == pytest.approx(48 * 256 / 12000) and params.code_bits == 64
+    assert params.hop_s == pytest.approx(48 * 256 / 12000) and params.code_bits == config.model.bits == 128
     defaults = DecisionParams.from_config(load_config(environ={}))
-    assert defaults == DecisionParams()
+    assert defaults == DecisionParams(code_bits=128)  # the core's defaults, with the shipped model's K
 
 
 def test_plays_are_not_split_when_chance_matches_of_the_same_track_are_everywhere():

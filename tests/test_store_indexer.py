@@ -24,7 +24,7 @@ from streamd.audio import load_audio
 from streamd.cli import app
 from streamd.config import Config
 from streamd.indexer import DuplicateTrackIdError, index_paths, plan_jobs
-from streamd.store.catalog import Catalog, CatalogError
+from streamd.store.catalog import Catalog, ModelMismatchError
 
 # `config` comes from tests/conftest.py; the `redis_url` fixture checks that its Redis answers.
 
@@ -131,7 +131,7 @@ def test_missing_manifest_files_are_reported_not_fatal(config: Config, catalog: 
 def test_other_model_needs_rebuild_which_switches_atomically(config: Config, catalog: Catalog, music: Path) -> None:
     run(config, catalog, [music])
     v2 = lambda: RandomProjectionEncoder(version="test-rp-2", seed=5)  # noqa: E731
-    with pytest.raises(CatalogError, match="--rebuild"):
+    with pytest.raises(ModelMismatchError, match="--rebuild"):
         run(config, catalog, [music], encoder_factory=v2)
     report = run(config, catalog, [music / "one.wav"], encoder_factory=v2, rebuild=True)
     assert report.switched and report.indexed == 1

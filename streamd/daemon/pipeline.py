@@ -515,7 +515,9 @@ def pipeline_from_config(config: Config, fingerprinter: Any, searcher: Searcher,
         batch_split=config.model.batch_split,
     )
     options.update(overrides)
-    return Pipeline(fingerprinter, searcher, DecisionParams.from_config(config), config.frontend, **options)
+    # The thresholds are fractions of K: K is that of the codes this fingerprinter makes.
+    params = dataclasses.replace(DecisionParams.from_config(config), code_bits=fingerprinter.bits)
+    return Pipeline(fingerprinter, searcher, params, config.frontend, **options)
 
 
 __all__ = ["ENDED", "STARTED", "Decision", "Pipeline", "Searcher", "TableSearcher", "pipeline_from_config"]

@@ -52,6 +52,10 @@ class CatalogError(StreamdError):
     """A catalog operation cannot be done as asked (missing catalog, wrong model, bad name...)."""
 
 
+class ModelMismatchError(CatalogError):
+    """The catalog's served codes were made by another model (K, hop or weights) than this one."""
+
+
 class StaleGenerationError(CatalogError):
     """The generation being written is neither served nor being built any more."""
 
