@@ -119,6 +119,7 @@ class DaemonConfig:
     max_overlap_s: float = _bounded(1.0, 0.0, 600.0)
     end_bias_s: float = _bounded(1.5, -60.0, 60.0)
     max_candidates: int = _bounded(32, 1, 10_000)
+    rival_window_s: float = _bounded(1.0, 0.0, 60.0)
     # Events, ops and metrics (streamd/events.py, streamd/httpserver.py, streamd/metrics.py).
     event_id_quantum_s: float = _bounded(10.0, 0.001, 3600.0)
     health_stall_s: float = _bounded(30.0, 1.0, 3600.0)

@@ -58,6 +58,7 @@ class DecisionParams:
     max_overlap_s: float = 1.0  # how much a play may overlap the previous one, for the start bound
     end_bias_s: float = 1.5  # added to the last hit time to give the end (calibrated, docs/decision.md)
     max_candidates: int = 32  # hypotheses kept per stream (bounded state)
+    rival_window_s: float = 1.0  # an open play of another track first hit this close blocks a start (0: off)
     id_quantum_s: float = 10.0  # plays of a track whose origins are closer may share an id bucket (events.py)
 
     @classmethod
@@ -80,6 +81,7 @@ class DecisionParams:
             max_overlap_s=d.max_overlap_s,
             end_bias_s=d.end_bias_s,
             max_candidates=d.max_candidates,
+            rival_window_s=d.rival_window_s,
             id_quantum_s=d.event_id_quantum_s,
         )
 
@@ -507,7 +509,11 @@ class Tracker:
         if state.plays:
             for h in [h for h in state.plays if not h.hit and t - h.t_last > self._end_gap]:
                 state.plays.remove(h)
-                events.append(self._end(stream_id, state, h))
+                successor = self._successor(h, state)
+                if successor is None:
+                    events.append(self._end(stream_id, state, h))
+                else:
+                    self._hand_over(h, successor, state)
 
         candidates = [h for h in state.candidates if h.hit or h.expires >= t]
         if by_track:
@@ -517,7 +523,9 @@ class Tracker:
             del candidates[p.max_candidates :]
 
         started = False
-        for h in candidates:
+        # Rivals eligible in the same hop (the same music in two recordings): the most confident first.
+        order = sorted(candidates, key=self._confidence_of, reverse=True) if p.rival_window_s > 0 else candidates
+        for h in order:
             if h.hit and h.n >= p.min_hits and h.score >= p.min_evidence and self._may_start(h, state, t):
                 h.prev_end_s = self._previous_end(h, state)
                 h.audio_start_s = state.audio_start_s
@@ -528,6 +536,33 @@ class Tracker:
                 events.append(PlayEvent(STARTED, h.snapshot(stream_id, p, None)))
                 started = True
         state.candidates = [h for h in candidates if h not in state.plays] if started else candidates
+
+    def _successor(self, h: _Hypothesis, state: _StreamState) -> _Hypothesis | None:
+        """The hypothesis that continues ending play ``h``: same track, first hit while ``h`` was
+        still hit, supported since ``h``'s last hit, and enough evidence to start a play itself.
+
+        Loop-based tracks repeat passages seconds apart, so a play can open at a wrong alignment
+        (the true one hidden by talk-over at the start, say) while the true alignment builds up as
+        a candidate that ``_may_start`` keeps from opening a second play of the track. When the
+        wrong one fades, the true one is the same airing, not a new play.
+        """
+        p = self.params
+        best = None
+        for c in state.candidates:
+            if (c.track == h.track and c.t0 < h.t_last < c.t_last and c.n >= p.min_hits
+                    and c.score >= p.min_evidence and c.confidence(p) >= p.min_confidence
+                    and (best is None or c.n > best.n)):  # fmt: skip
+                best = c
+        return best
+
+    def _hand_over(self, h: _Hypothesis, successor: _Hypothesis, state: _StreamState) -> None:
+        """``successor`` becomes play ``h``: same play id and detection (no new ``started``); its
+        own hits give the boundaries and offset that ``ended`` reports."""
+        state.candidates.remove(successor)
+        successor.prev_end_s, successor.audio_start_s = h.prev_end_s, h.audio_start_s
+        successor.origin_s, successor.detected_s, successor.occurrence = h.origin_s, h.detected_s, h.occurrence
+        successor.start_s, successor.track_offset_s, _ = successor.estimate_start(self.params)
+        state.plays.append(successor)
 
     def _patience(self, n: int) -> float:
         """How long after its last support a hypothesis with ``n`` hits that is not a play survives.
@@ -631,9 +666,15 @@ class Tracker:
         the first one has ended (``end_after_misses`` hops without support); its start is still
         estimated from its own hits, only its detection comes later.
         """
-        if h.confidence(self.params) < self.params.min_confidence:
+        p = self.params
+        if h.confidence(p) < p.min_confidence:
+            return False
+        if p.rival_window_s > 0 and any(o.track != h.track and abs(o.t0 - h.t0) <= p.rival_window_s for o in state.plays):
             return False
         return not any(o.track == h.track for o in state.plays)
+
+    def _confidence_of(self, h: _Hypothesis) -> float:
+        return h.confidence(self.params)
 
 
 def decide(

@@ -177,6 +177,36 @@ def test_a_loop_at_another_alignment_never_opens_a_second_play_of_the_track():
                 open_plays.discard((e.play.track_id, e.play.origin_s))
 
 
+def test_a_play_opened_at_a_wrong_alignment_hands_over_to_the_right_one():
+    """A loop-based track: a passage repeated 8 s later matches first and opens the play, while
+    the true alignment (played from the start) builds up as a candidate. When the wrong one fades,
+    the true one continues the same play: one started and one ended event, with the true
+    alignment's boundaries in the ended one."""
+    true = Segment(13, 30.0, 150.0, context_s=6.0)
+    ghost = Segment(13, 30.0, 80.0, track_offset_s=8.0, context_s=1.0, hit_prob=1.0)
+    m = CATALOG.matches(np.random.default_rng(7), hop_times(0.0, 200.0), [true, ghost], share_overlaps=False)
+    events = events_of(m)
+    assert [e.type for e in events] == [STARTED, ENDED]
+    started, ended = (e.play for e in events)
+    assert started.origin_s == ended.origin_s and started.occurrence == ended.occurrence  # one play id
+    assert started.origin_s == pytest.approx(30.0 - 8.0, abs=2 * HOP)  # opened at the ghost's alignment
+    assert_play(ended, true)
+    assert ended.track_offset_s == pytest.approx(0.0, abs=HOP)
+
+
+def test_the_same_music_in_two_recordings_is_one_play_of_the_closer_one():
+    """Two catalog recordings of one piece (a tempo variant, a remaster) match from the same hop:
+    only the more confident one is reported; with ``rival_window_s`` 0 both were."""
+    right = Segment(21, 40.0, 120.0, bit_error=0.06)
+    variant = Segment(22, 40.0, 120.0, track_offset_s=5.0, bit_error=0.14)
+    m = CATALOG.matches(np.random.default_rng(8), hop_times(0.0, 160.0), [right, variant], share_overlaps=False)
+    plays = decide(m.times, m.track_ids, m.offsets, m.distances)
+    assert [p.track_id for p in plays] == [tid(21)]
+    assert_play(plays[0], right)
+    both = decide(m.times, m.track_ids, m.offsets, m.distances, DecisionParams(rival_window_s=0.0))
+    assert sorted(p.track_id for p in both) == [tid(21), tid(22)]
+
+
 def test_a_play_resumed_at_its_alignment_after_a_long_dropout_gets_a_new_id():
     """Issue 11: a dropout longer than the hysteresis ends the play; the track resuming at the same
     alignment is a second play with the same origin, numbered by ``occurrence`` so that the
