@@ -131,7 +131,7 @@ def test_train_with_a_bad_training_config(files, config_file, expected):
 @pytest.mark.parametrize("args", [["catalog", "list"], ["catalog", "show", "x"], ["index", "music", "--catalog", "x"]])
 def test_unreachable_redis_is_one_line(files, args):
     env = {"STREAMD_REDIS__URL": f"redis://{CLOSED_PORT}/0", "STREAMD_REDIS__SOCKET_TIMEOUT_S": "1",
-           "STREAMD_MODEL__WEIGHTS": str(REPO / "models" / "streamd-hash64.safetensors")}  # fmt: skip
+           "STREAMD_MODEL__WEIGHTS": str(REPO / "models" / "streamd-hash128.safetensors")}  # fmt: skip
     assert_clean_failure(streamd(*args, cwd=files["cwd"], env=env), "Redis")
 
 
@@ -149,14 +149,14 @@ def test_ingest_corrupt_audio(files, name):
 
 
 def test_recognize_corrupt_audio(files, redis_url):
-    env = {"STREAMD_MODEL__WEIGHTS": str(REPO / "models" / "streamd-hash64.safetensors"),
+    env = {"STREAMD_MODEL__WEIGHTS": str(REPO / "models" / "streamd-hash128.safetensors"),
            "STREAMD_REDIS__URL": redis_url, "STREAMD_STORE__CATALOG": "cli-errors-none"}  # fmt: skip
     assert_clean_failure(streamd("recognize", "cut.wav", cwd=files["cwd"], env=env), "cut.wav")
 
 
 def test_index_corrupt_audio_reports_the_file_and_fails(files, redis_url, unique):
     catalog = unique("cat").replace(".", "-")[:100]
-    env = {"STREAMD_MODEL__WEIGHTS": str(REPO / "models" / "streamd-hash64.safetensors"), "STREAMD_REDIS__URL": redis_url}
+    env = {"STREAMD_MODEL__WEIGHTS": str(REPO / "models" / "streamd-hash128.safetensors"), "STREAMD_REDIS__URL": redis_url}
     try:
         result = streamd("index", "music", "--catalog", catalog, cwd=files["cwd"], env=env)
         output = result.stdout + result.stderr

@@ -202,7 +202,7 @@ def test_cli_index_with_the_shipped_model_and_catalog_commands(redis_url: str, c
     assert result.exit_code == 1, result.output  # one file failed: reported, run completed
     assert "1 indexed" in result.output and "bad.ogg" in result.output
     info = catalog.info()
-    assert info.served.tracks == 1 and info.served.bits == 64 and info.served.codes >= 3
+    assert info.served.tracks == 1 and info.served.bits == 128 and info.served.codes >= 3
     listed = runner.invoke(app, ["catalog", "list"])
     assert listed.exit_code == 0 and catalog.name in listed.output
     shown = runner.invoke(app, ["catalog", "show", catalog.name])
