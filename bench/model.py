@@ -15,7 +15,7 @@ with one torch thread, and 2 cores are credited with twice one core's streams (t
 one inference thread per core); ``--wall --threads 2`` measures the 2-thread wall time instead,
 which is only meaningful on a quiet machine. The best of ``--repeats`` calls is reported.
 
-    .venv/bin/python bench/model.py [--threads 2] [--batch 1024] [--repeats 5] [--weights models/streamd-hash64.safetensors]
+    .venv/bin/python bench/model.py [--threads 2] [--batch 1024] [--repeats 5] [--weights models/streamd-hash128.safetensors]
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1024, help="streams per advance() call")
     parser.add_argument("--full-batch", type=int, default=64, help="windows per full-window call")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--weights", default="models/streamd-hash64.safetensors")
+    parser.add_argument("--weights", default="models/streamd-hash128.safetensors")
     parser.add_argument("--json", default="")
     parser.add_argument("--wall", action="store_true", help="measure wall time instead of CPU time")
     args = parser.parse_args()
