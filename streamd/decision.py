@@ -348,20 +348,15 @@ class Tracker:
         for the stream: no play is reported to start before it.
         """
         times = np.asarray(stream_times, dtype=np.float64).tolist()
-        if audio_start_s is not None:
-            starts = np.asarray(audio_start_s, dtype=np.float64).tolist()
-            if len(starts) != len(times):
-                raise ValueError("update(): audio_start_s and stream_times differ in length")
-            for stream_id, start in zip(stream_ids, starts, strict=True):
-                self._stream(stream_id).audio_start_s = start
+        starts = [None] * len(times) if audio_start_s is None else np.asarray(audio_start_s, np.float64).tolist()
         ids = match_track_ids.tolist() if isinstance(match_track_ids, np.ndarray) else match_track_ids
         offsets = np.asarray(match_offsets, dtype=np.float64).tolist()
         distances = np.asarray(match_distances).tolist()
-        if not (len(stream_ids) == len(times) == len(ids) == len(offsets) == len(distances)):
-            raise ValueError("update(): stream_ids, stream_times and match arrays differ in length")
+        if not (len(stream_ids) == len(times) == len(starts) == len(ids) == len(offsets) == len(distances)):
+            raise ValueError("update(): stream_ids, stream_times, audio_start_s and match arrays differ in length")
         events: list[PlayEvent] = []
-        for row in zip(stream_ids, times, ids, offsets, distances, strict=True):
-            self._step(*row, events)
+        for stream_id, t, start, *matches in zip(stream_ids, times, starts, ids, offsets, distances, strict=True):
+            self._step(stream_id, t, *matches, events, start)
         return events
 
     def update_one(
@@ -375,11 +370,10 @@ class Tracker:
     ) -> list[PlayEvent]:
         """:meth:`update` for a single stream."""
         events: list[PlayEvent] = []
-        if audio_start_s is not None:
-            self._stream(stream_id).audio_start_s = float(audio_start_s)
         self._step(
             stream_id, float(stream_time), list(track_ids),
             np.asarray(offsets, dtype=np.float64).tolist(), np.asarray(distances).tolist(), events,
+            None if audio_start_s is None else float(audio_start_s),
         )  # fmt: skip
         return events
 
@@ -446,12 +440,6 @@ class Tracker:
         del state.ended[:-RECENT_PLAYS]
         return PlayEvent(ENDED, h.snapshot(stream_id, p, end))
 
-    def _stream(self, stream_id: str) -> _StreamState:
-        state = self._streams.get(stream_id)
-        if state is None:
-            state = self._streams[stream_id] = _StreamState()
-        return state
-
     def _step(
         self,
         stream_id: str,
@@ -460,9 +448,14 @@ class Tracker:
         offsets: list[float],
         distances: list[float],
         events: list[PlayEvent],
+        audio_start_s: float | None = None,
     ) -> None:
         p = self.params
-        state = self._stream(stream_id)
+        state = self._streams.get(stream_id)
+        if state is None:
+            state = self._streams[stream_id] = _StreamState()
+        if audio_start_s is not None:
+            state.audio_start_s = audio_start_s
         if state.last_t is not None and t <= state.last_t:
             return
         state.last_t = t
@@ -694,14 +687,12 @@ def decide(
     before it.
     """
     tracker = Tracker(params)
-    if audio_start_s is not None:
-        tracker._stream(stream_id).audio_start_s = float(audio_start_s)
     times = np.asarray(stream_times, dtype=np.float64).tolist()
     ids = match_track_ids.tolist() if isinstance(match_track_ids, np.ndarray) else match_track_ids
     offsets = np.asarray(match_offsets, dtype=np.float64).tolist()
     distances = np.asarray(match_distances).tolist()
     events: list[PlayEvent] = []
     for t, tids, offs, ds in zip(times, ids, offsets, distances, strict=True):
-        tracker._step(stream_id, t, tids, offs, ds, events)
+        tracker._step(stream_id, t, tids, offs, ds, events, audio_start_s)
     events.extend(tracker.flush(stream_id))
     return sorted((e.play for e in events if e.type == ENDED), key=lambda play: play.start_s)
