@@ -516,10 +516,11 @@ class Tracker:
             del candidates[p.max_candidates :]
 
         started = False
-        # Rivals eligible in the same hop (the same music in two recordings): the most confident first.
-        order = sorted(candidates, key=self._confidence_of, reverse=True) if p.rival_window_s > 0 else candidates
-        for h in order:
-            if h.hit and h.n >= p.min_hits and h.score >= p.min_evidence and self._may_start(h, state, t):
+        eligible = [h for h in candidates if h.hit and h.n >= p.min_hits and h.score >= p.min_evidence]
+        if len(eligible) > 1 and p.rival_window_s > 0:  # rivals (one piece, two recordings): most confident first
+            eligible.sort(key=self._confidence_of, reverse=True)
+        for h in eligible:
+            if self._may_start(h, state, t):
                 h.prev_end_s = self._previous_end(h, state)
                 h.audio_start_s = state.audio_start_s
                 h.start_s, h.track_offset_s, h.origin_s = h.estimate_start(p)
