@@ -18,6 +18,7 @@ this script
     .venv/bin/python bench/decision_sweep.py                      # default sets, cache, grid
     .venv/bin/python bench/decision_sweep.py --only-cache          # step 1 only
     .venv/bin/python bench/decision_sweep.py --grid min_hits=3,4,6 min_evidence=1.5,3 ...
+    .venv/bin/python bench/decision_sweep.py --verify-distances    # distances at the true alignments
 
 Plays >= 30 s are scored (``streamd score``'s default). Latency is detection latency in stream
 time (the hop that started the play − the true start), as for daemon events. False events per 24 h
@@ -54,14 +55,15 @@ DEFAULT_GRID = {
 """What moved the scores in the first sweeps (docs/decision.md): min_evidence and max_distance_ratio
 changed nothing past min_hits >= 4 (chance matches of this model sit at 5-10 bits, like real ones),
 candidate_max_misses 0-2 nothing at all."""
+CATALOG_KEY = "_catalog"  # cache entries _catalog/<track index>/{codes,offsets}
 PREVIOUS_DEFAULTS = {"min_hits": 3, "end_after_misses": 8}  # before the sweep of 2026-11-28, for reference
 
 
 # --- step 1: matches of every hop, cached ---------------------------------------------------------
 
 
-def catalog_table(fp: Any, corpus: Path, bits: int) -> Any:
-    """A CodeTable of the corpus test split, every track encoded as ``streamd index`` does it."""
+def catalog_table(fp: Any, corpus: Path, bits: int) -> tuple[Any, list[Any]]:
+    """(CodeTable, tracks) of the corpus test split, every track encoded as ``streamd index`` does it."""
     from streamd.eval.collect import write_split_manifest
     from streamd.indexer import Encoded, encode_file, read_manifest
     from streamd.store.catalog import Track
@@ -77,11 +79,11 @@ def catalog_table(fp: Any, corpus: Path, bits: int) -> Any:
         if not isinstance(result, Encoded):
             raise SystemExit(f"cannot encode catalog track {job.path}: {result.reason}")
         tracks.append(Track(job.track_id, result.codes, result.offsets))
-    return CodeTable.build(bits, tracks, SearchSettings())
+    return CodeTable.build(bits, tracks, SearchSettings()), tracks
 
 
 def station_matches(fp: Any, table: Any, path: Path, k: int) -> dict[str, np.ndarray]:
-    """Hop times (window ends, s from the first sample) and top-k matches of one station file."""
+    """Hop times (window ends, s from the first sample), packed codes and top-k matches of one station file."""
     from streamd.audio import load_audio
 
     codes, times = fp.codes_for_audio(load_audio(path, 12000))
@@ -90,6 +92,7 @@ def station_matches(fp: Any, table: Any, path: Path, k: int) -> dict[str, np.nda
     tracks = np.array([[index.get(t, -1) for t in row] for row in hits.track_ids.tolist()], dtype=np.int32)
     return {
         "times": np.asarray(times, dtype=np.float64),
+        "codes": np.asarray(codes, dtype=np.uint8),
         "tracks": tracks,
         "offsets": np.asarray(hits.offsets, dtype=np.float32),
         "distances": np.asarray(hits.distances, dtype=np.int16),
@@ -139,9 +142,12 @@ def build_cache(sets: list[Path], cache: Path, k: int, corpus: Path, check_s: fl
     fp = load_fingerprinter(config.model)
     started = time.perf_counter()
     with torch.inference_mode():
-        table = catalog_table(fp, corpus, config.model.bits)
+        table, tracks = catalog_table(fp, corpus, config.model.bits)
         print(f"catalog: {table.n_tracks} test-split tracks, {table.size} codes, {time.perf_counter() - started:.0f} s")
         arrays: dict[str, np.ndarray] = {}
+        for i, track in enumerate(tracks):  # the catalog itself, for verification (codes by position)
+            arrays[f"{CATALOG_KEY}/{i}/codes"] = np.asarray(track.codes, dtype=np.uint8)
+            arrays[f"{CATALOG_KEY}/{i}/offsets"] = np.asarray(track.offsets, dtype=np.float32)
         for set_dir in sets:
             truth = json.loads((set_dir / "truth.json").read_text())
             for station in truth["stations"]:
@@ -156,7 +162,8 @@ def build_cache(sets: list[Path], cache: Path, k: int, corpus: Path, check_s: fl
             agreement = pipeline_agreement(fp, table, first, check_s, config)
             print(f"codes_for_audio vs the daemon pipeline, first {check_s:.0f} s of {first.name}: "
                   f"{100 * agreement:.2f} % equal bits")  # fmt: skip
-    meta = {"model": fp.version, "k": k, "sets": [s.name for s in sets], "track_ids": list(table.track_ids),
+    meta = {"model": fp.version, "k": k, "bits": config.model.bits, "sets": [s.name for s in sets],
+            "track_ids": list(table.track_ids),
             "codes": table.size, "built": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")
@@ -172,7 +179,7 @@ def load_cache(cache: Path) -> tuple[dict[str, Any], dict[str, dict[str, dict[st
         ids = np.array([None] + meta["track_ids"], dtype=object)  # index -1 -> None (empty slot)
         out: dict[str, dict[str, dict[str, np.ndarray]]] = {}
         for key in data.files:
-            if key == "meta":
+            if key == "meta" or key.startswith(CATALOG_KEY):
                 continue
             set_name, stream, name = key.split("/")
             station = out.setdefault(set_name, {}).setdefault(stream, {})
@@ -183,21 +190,89 @@ def load_cache(cache: Path) -> tuple[dict[str, Any], dict[str, dict[str, dict[st
     return meta, out
 
 
+def load_catalog(cache: Path) -> Any:
+    """The cached catalog as a CodeTable, for verification (None: a cache from before it kept one)."""
+    from streamd.store.catalog import Track
+    from streamd.store.table import CodeTable, SearchSettings
+
+    with np.load(cache, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+        if f"{CATALOG_KEY}/0/codes" not in data.files:
+            return None
+        tracks = [Track(tid, data[f"{CATALOG_KEY}/{i}/codes"], data[f"{CATALOG_KEY}/{i}/offsets"])
+                  for i, tid in enumerate(meta["track_ids"])]  # fmt: skip
+    return CodeTable.build(meta.get("bits", 8 * tracks[0].codes.shape[1]), tracks, SearchSettings())
+
+
+def verification_distances(matches: dict, truths: dict[str, dict], catalog: Any, hop_s: float, seed: int = 0) -> None:
+    """Print how far a station's code lies from the catalog code at its TRUE alignment (from the
+    simulator's truth), by time from the play's start and end, against random tracks and offsets:
+    what the verification threshold (docs/decision.md, "Verification") is chosen from."""
+    rng = np.random.default_rng(seed)
+    popcount = np.array([bin(i).count("1") for i in range(256)], dtype=np.int32)
+    track_ids = [t for t in catalog.track_ids if t is not None]
+    by_start: dict[int, list[int]] = {}
+    by_end: dict[int, list[int]] = {}
+    chance: list[int] = []
+
+    def distances(codes: np.ndarray, track: str, offsets: np.ndarray) -> np.ndarray:
+        ref, found = catalog.codes_at(track, offsets, 0.6 * hop_s)
+        return np.where(found, popcount[codes ^ ref].sum(-1), -1)
+
+    for set_name, stations in matches.items():
+        plays = scoring.plays_from_truth(truths[set_name]["segments"])
+        for stream, m in stations.items():
+            times, codes = m["times"], m["codes"]
+            rows = rng.integers(len(times), size=300)
+            tracks = rng.choice(track_ids, size=300)
+            for row, track in zip(rows, tracks, strict=True):
+                d = distances(codes[row : row + 1], track, rng.uniform(0, 200, 1))[0]
+                if d >= 0:
+                    chance.append(int(d))
+            for play in (q for q in plays if q.stream == stream and q.track_id in catalog.track_rows):
+                near = (times > play.start_s - 12) & (times < play.end_s + 12)
+                t = times[near]
+                for ti, d in zip(t, distances(codes[near], play.track_id, play.offset_s + play.speed * (t - play.start_s)),
+                                 strict=True):  # fmt: skip
+                    if d < 0:
+                        continue
+                    if (a := int(np.floor(ti - play.start_s))) <= 10:
+                        by_start.setdefault(a, []).append(int(d))
+                    if (b := int(np.floor(ti - play.end_s))) >= -6:
+                        by_end.setdefault(b, []).append(int(d))
+    bits = 8 * matches[next(iter(matches))][next(iter(matches[next(iter(matches))]))]["codes"].shape[1]
+    threshold = DecisionParams.verify_max_distance_ratio * bits
+    print(f"distance of a station code to the catalog code at its true alignment ({bits} bits); "
+          f"share <= {threshold:g} (verify_max_distance_ratio x K)")  # fmt: skip
+    c = np.array(chance)
+    print(f"random track and offset: n={len(c)}, quantiles 0.1/1/5/50 %: {np.percentile(c, [0.1, 1, 5, 50]).round()}, "
+          f"<= threshold {np.mean(c <= threshold):.1%}")  # fmt: skip
+    for name, table in (("s since the play's start", by_start), ("s since the play's end", by_end)):
+        print(f"{name:>26}      n   p10   p50   p90  <=thr")
+        for key in sorted(table):
+            d = np.array(table[key])
+            q = np.percentile(d, [10, 50, 90])
+            print(f"{key:>26} {len(d):>6} {q[0]:>5.0f} {q[1]:>5.0f} {q[2]:>5.0f}  {np.mean(d <= threshold):>5.0%}")
+
+
 # --- step 2: replay the tracker per setting --------------------------------------------------------
 
 
-def events_for(params: DecisionParams, stations: dict[str, dict[str, np.ndarray]]) -> list[scoring.Event]:
-    """The plays ``decide`` finds in every station, as scorer events (daemon semantics: detected_at_s)."""
+def events_for(params: DecisionParams, stations: dict[str, dict[str, np.ndarray]],
+               catalog: Any = None) -> list[scoring.Event]:
+    """The plays ``decide`` finds in every station, as scorer events (daemon semantics: detected_at_s).
+    With ``catalog`` (and codes in the cache) the tracker verifies, as the daemon does."""
     events = []
     for stream, m in stations.items():
+        codes = m.get("codes") if catalog is not None else None
         for play in decide(m["times"], m["track_ids"], m["offsets"], m["distances"], params, stream,
-                           audio_start_s=0.0):
+                           audio_start_s=0.0, codes=codes, catalog=catalog if codes is not None else None):
             events.append(scoring.Event(stream, str(play.track_id), play.start_s, play.end_s, play.track_offset_s,
                                         play.confidence, play.detected_s))  # fmt: skip
     return events
 
 
-def evaluate(params: DecisionParams, matches: dict, truths: dict[str, dict]) -> dict[str, float]:
+def evaluate(params: DecisionParams, matches: dict, truths: dict[str, dict], catalog: Any = None) -> dict[str, float]:
     """One setting over every set: recall/precision/F1, latency and boundaries over the sets with
     catalog plays; false non-catalog events per 24 h over all sets' non-catalog hours."""
     found = required = scored = wrong = duplicate = false_nc = 0
@@ -206,7 +281,7 @@ def evaluate(params: DecisionParams, matches: dict, truths: dict[str, dict]) -> 
     start_errors: list[float] = []
     end_errors: list[float] = []
     for set_name, stations in matches.items():
-        events = events_for(params, stations)
+        events = events_for(params, stations, catalog)
         report = scoring.score(truths[set_name], events, daemon=True)
         o = report["overall"]
         found += o["found"]
@@ -256,7 +331,7 @@ def grid_settings(base: DecisionParams, grid: dict[str, list[float]]) -> list[De
         per_hit = changes.pop("min_evidence_per_hit", None)
         if "min_hits" in changes:
             changes["min_hits"] = int(changes["min_hits"])
-        for key in ("candidate_max_misses", "end_after_misses", "max_candidates"):
+        for key in ("candidate_max_misses", "end_after_misses", "max_candidates", "verify_gap_hops", "verify_history_hops"):
             if key in changes:
                 changes[key] = int(changes[key])
         params = dataclasses.replace(base, **changes)
@@ -290,7 +365,8 @@ def pareto(rows: list[dict[str, Any]]) -> set[int]:
 
 
 SWEPT = ("min_hits", "min_evidence", "min_confidence", "max_distance_ratio", "align_tol_s",
-         "candidate_max_misses", "end_after_misses", "start_context_s", "end_bias_s")  # fmt: skip
+         "candidate_max_misses", "end_after_misses", "start_context_s", "end_bias_s", "from_start_max_s",
+         "verify_max_distance_ratio", "verify_gap_hops", "verify_history_hops")  # fmt: skip
 
 
 def table_lines(rows: list[dict[str, Any]], front: set[int], markdown: bool) -> list[str]:
@@ -365,6 +441,8 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=Path("docs/img/decision-sweep.png"))
     parser.add_argument("--markdown", type=Path, default=None, help="also write the table as markdown here")
     parser.add_argument("--json", type=Path, default=None, help="every setting's scores as JSON")
+    parser.add_argument("--verify-distances", action="store_true",
+                        help="print code distances at the true alignments (verification threshold) and stop")
     args = parser.parse_args()
 
     config = load_config()
@@ -375,10 +453,17 @@ def main() -> None:
     meta, matches = load_cache(cache)
     if meta["sets"] != [s.name for s in args.sets] or meta["k"] != k:
         raise SystemExit(f"{cache} holds {meta['sets']} at k={meta['k']}: rerun with --rebuild")
-    print(f"matches of model {meta['model']}, k={k}, {meta['codes']} catalog codes, built {meta['built']}")
+    catalog = load_catalog(cache)
+    print(f"matches of model {meta['model']}, k={k}, {meta['codes']} catalog codes, built {meta['built']}, "
+          f"verification {'possible' if catalog is not None else 'off (cache without codes: --rebuild)'}")
     if args.only_cache:
         return
     truths = {s.name: json.loads((s / "truth.json").read_text()) for s in args.sets}
+    if args.verify_distances:
+        if catalog is None:
+            raise SystemExit(f"{cache} has no codes: rerun with --rebuild")
+        verification_distances(matches, truths, catalog, DecisionParams.from_config(config).hop_s)
+        return
 
     base = DecisionParams.from_config(config)
     previous = dataclasses.replace(base, **PREVIOUS_DEFAULTS)
@@ -388,7 +473,7 @@ def main() -> None:
     rows = []
     for params in settings:
         label = "defaults" if params == base else "previous defaults" if params == previous else ""
-        rows.append({"params": params, **evaluate(params, matches, truths), "is_default": params == base,
+        rows.append({"params": params, **evaluate(params, matches, truths, catalog), "is_default": params == base,
                      "label": label})
     print(f"{len(rows)} settings in {time.perf_counter() - started:.0f} s; "
           f"non-catalog audio: {rows[0]['nc_hours']:.2f} h (1 false event = {24 / rows[0]['nc_hours']:.1f} per 24 h)")

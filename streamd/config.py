@@ -120,6 +120,9 @@ class DaemonConfig:
     end_bias_s: float = _bounded(1.5, -60.0, 60.0)
     max_candidates: int = _bounded(32, 1, 10_000)
     rival_window_s: float = _bounded(1.0, 0.0, 60.0)
+    verify_max_distance_ratio: float = _bounded(0.3125, 0.0, 0.5)  # 0: no verification
+    verify_history_hops: int = _bounded(40, 0, 1000)
+    verify_gap_hops: int = _bounded(2, 0, 100)
     # Events, ops and metrics (streamd/events.py, streamd/httpserver.py, streamd/metrics.py).
     event_id_quantum_s: float = _bounded(10.0, 0.001, 3600.0)
     health_stall_s: float = _bounded(30.0, 1.0, 3600.0)

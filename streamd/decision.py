@@ -24,9 +24,10 @@ of the window its code summarises, the same convention as catalog offsets.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -59,6 +60,11 @@ class DecisionParams:
     end_bias_s: float = 1.5  # added to the last hit time to give the end (calibrated, docs/decision.md)
     max_candidates: int = 32  # hypotheses kept per stream (bounded state)
     rival_window_s: float = 1.0  # an open play of another track first hit this close blocks a start (0: off)
+    # Verification (docs/decision.md, "Verification"): the stream's recent codes compared one to one
+    # with the catalog code its play's line predicts. 0 turns it off (also without a catalog lookup).
+    verify_max_distance_ratio: float = 0.3125  # a code this close (x K bits) to the predicted one verifies
+    verify_history_hops: int = 40  # codes kept per stream for the look back at a play's start
+    verify_gap_hops: int = 2  # hops after the last hit that may verify; failed hops the look back may cross
     id_quantum_s: float = 10.0  # plays of a track whose origins are closer may share an id bucket (events.py)
 
     @classmethod
@@ -82,6 +88,9 @@ class DecisionParams:
             end_bias_s=d.end_bias_s,
             max_candidates=d.max_candidates,
             rival_window_s=d.rival_window_s,
+            verify_max_distance_ratio=d.verify_max_distance_ratio,
+            verify_history_hops=d.verify_history_hops,
+            verify_gap_hops=d.verify_gap_hops,
             id_quantum_s=d.event_id_quantum_s,
         )
 
@@ -129,6 +138,16 @@ class PlayEvent(NamedTuple):
     play: Play
 
 
+class CodeLookup(Protocol):
+    """The catalog's codes by position: what verification compares a stream's codes with
+    (:meth:`streamd.store.table.CodeTable.codes_at`)."""
+
+    def codes_at(self, track_id: Any, offsets: np.ndarray, tolerance_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """(packed codes (n, K/8) uint8, found (n,) bool): the code of ``track_id`` nearest each
+        offset, found when one lies within ``tolerance_s``."""
+        ...
+
+
 class _Hypothesis:
     """A guess "this stream plays ``track`` along the line offset ≈ o0 + speed * (t - t0)" + its evidence.
 
@@ -140,8 +159,10 @@ class _Hypothesis:
     __slots__ = (
         "track", "t0", "o0", "t_last", "o_last", "t_end", "n", "sum_d", "score", "sx", "sy", "sxx", "sxy", "hit",
         "expires", "start_s", "track_offset_s", "origin_s", "detected_s", "prev_end_s", "audio_start_s", "occurrence",
+        "verified_from", "from_track_start", "t_hit",
     )  # fmt: skip
-    _OPTIONAL = {"audio_start_s": None}  # slots newer than some saved states: their value when absent
+    # Slots newer than some saved states: their value when absent.
+    _OPTIONAL = {"audio_start_s": None, "verified_from": None, "from_track_start": None, "t_hit": None}
 
     def __init__(self, track: Any, t: float, offset: float, distance: float, score: float, expires: float) -> None:
         self.track = track
@@ -150,12 +171,18 @@ class _Hypothesis:
         self.t_last = t
         self.o_last = offset
         self.t_end = t
+        self.t_hit = t  # last hit (search match), as opposed to verified support
         self.n = 1
         self.sum_d = distance
         self.score = score
         self.sx = self.sy = self.sxx = self.sxy = 0.0
         self.hit = True
         self.expires = expires  # a hypothesis that is not a play yet dies when not supported by then
+        # Set by the look back when it becomes a play (verification on): the earliest verified hop
+        # before its first hit, and whether the look back reached the track's beginning (None: the
+        # stream's code history ended first).
+        self.verified_from: float | None = None
+        self.from_track_start: bool | None = None
         # start_s, track_offset_s, origin_s, detected_s, prev_end_s, audio_start_s, occurrence: set when
         # it becomes a play.
 
@@ -163,9 +190,8 @@ class _Hypothesis:
         """Count a hit. It moves the end of the play only if the previous support was at most three
         hops before: one chance match near the predicted offset after a run of misses keeps the
         play alive, but should not stretch its end."""
-        if t - self.t_last <= 3.5 * hop_s:
-            self.t_end = t
-        self.keep_alive(t, offset)
+        self.support(t, offset, hop_s)
+        self.t_hit = t
         x = t - self.t0
         y = offset - self.o0
         self.n += 1
@@ -175,6 +201,13 @@ class _Hypothesis:
         self.sxy += x * y
         self.sum_d += distance
         self.score += score
+
+    def support(self, t: float, offset: float, hop_s: float) -> None:
+        """Support that moves the end (a hit, or a verified hop) if the previous support was at
+        most three hops before."""
+        if t - self.t_last <= 3.5 * hop_s:
+            self.t_end = t
+        self.keep_alive(t, offset)
 
     def keep_alive(self, t: float, offset: float) -> None:
         """Support without evidence: the hypothesis survives this hop but gains nothing."""
@@ -218,15 +251,19 @@ class _Hypothesis:
         lies before the real start; then the first hit bounds it: the model needs about
         ``start_context_s`` of the track before it matches, but not before the stream's audio began
         (``audio_start_s``: a stream that opens mid-track can match after a second or two). In both
-        cases a play does not start long before the previous one ended.
+        cases a play does not start long before the previous one ended. With verification, the look
+        back (``Tracker._look_back``) may move the first hit earlier, to the earliest hop whose code
+        verified, and a look back that reached the track's offset 0 through verified hops says
+        "from its beginning" however late the first hit came.
         """
         speed, offset0 = self.line(p)
         origin = self.t0 - offset0 / speed
         start = origin
-        if offset0 > p.from_start_max_s:
-            start = self.t0 - p.start_context_s
-            if self.audio_start_s is not None:
-                start = max(start, self.audio_start_s)
+        first = self.t0 if self.verified_from is None else self.verified_from
+        if not self.from_track_start and offset0 + speed * (first - self.t0) > p.from_start_max_s:
+            start = first - p.start_context_s
+        if start > origin and self.audio_start_s is not None:
+            start = max(start, self.audio_start_s)
         if self.prev_end_s is not None:  # also for "from the start": an excerpt may begin a few s in
             start = max(start, self.prev_end_s - p.max_overlap_s)
         start = min(start, self.t0)
@@ -261,15 +298,16 @@ def _score_of(h: _Hypothesis) -> float:
 
 
 class _StreamState:
-    __slots__ = ("last_t", "audio_start_s", "plays", "candidates", "last_end_s", "ended")
+    __slots__ = ("last_t", "audio_start_s", "plays", "candidates", "last_end_s", "ended", "history")
 
-    def __init__(self) -> None:
+    def __init__(self, history_hops: int = 0) -> None:
         self.last_t: float | None = None
         self.audio_start_s: float | None = None  # stream time of the oldest audio the front end has
         self.plays: list[_Hypothesis] = []  # started, not yet ended
         self.candidates: list[_Hypothesis] = []  # not yet started
         self.last_end_s: float | None = None  # last hit of the most recent ended play
         self.ended: list[tuple[Any, float, int]] = []  # (track, origin_s, occurrence) of the latest ended plays
+        self.history: deque[tuple[float, int]] = deque(maxlen=history_hops)  # (t, code as int), newest last
 
 
 def _hypothesis_fields(h: _Hypothesis) -> dict[str, Any]:
@@ -299,13 +337,18 @@ class Tracker:
     """Decision state of many streams. Feed one hop per stream with :meth:`update`.
 
     State per stream is bounded: at most ``max_candidates`` hypotheses plus the open plays, each
-    a fixed set of numbers. Streams are created on first sight and forgotten by :meth:`flush`.
+    a fixed set of numbers, and with a ``catalog`` (verification) the codes of the last
+    ``verify_history_hops`` hops. Streams are created on first sight and forgotten by :meth:`flush`.
     """
 
-    def __init__(self, params: DecisionParams | None = None) -> None:
+    def __init__(self, params: DecisionParams | None = None, catalog: CodeLookup | None = None) -> None:
         self.params = params or DecisionParams()
+        self.catalog = catalog
         self._streams: dict[str, _StreamState] = {}
         p = self.params
+        verifying = catalog is not None and p.verify_max_distance_ratio > 0 and p.verify_history_hops > 0
+        self._verify_max = p.verify_max_distance_ratio * p.code_bits if verifying else -1.0
+        self._history_hops = p.verify_history_hops if verifying else 0
         self._max_distance = p.max_distance_ratio * p.code_bits
         self._score_scale = 2.0 / p.code_bits
         self._end_gap = (p.end_after_misses - 0.5) * p.hop_s
@@ -337,6 +380,7 @@ class Tracker:
         match_offsets: Sequence[Sequence[float]] | np.ndarray,
         match_distances: Sequence[Sequence[float]] | np.ndarray,
         audio_start_s: Sequence[float] | np.ndarray | None = None,
+        codes: np.ndarray | None = None,
     ) -> list[PlayEvent]:
         """Feed one hop of B streams; return the events it causes (ended before started per stream).
 
@@ -345,18 +389,22 @@ class Tracker:
         distances (B, k). Unused slots are marked by a distance < 0 or > K, or a track id of None
         or "". A hop whose time is not after the stream's previous hop is ignored.
         ``audio_start_s[b]``, if given, is the stream time of the oldest audio the front end holds
-        for the stream: no play is reported to start before it.
+        for the stream: no play is reported to start before it. ``codes`` (B, K/8) uint8, if given,
+        are the packed codes that were searched: with a catalog lookup the tracker verifies its
+        plays with them.
         """
         times = np.asarray(stream_times, dtype=np.float64).tolist()
         starts = [None] * len(times) if audio_start_s is None else np.asarray(audio_start_s, np.float64).tolist()
+        hop_codes = _code_ints(codes, len(times))
         ids = match_track_ids.tolist() if isinstance(match_track_ids, np.ndarray) else match_track_ids
         offsets = np.asarray(match_offsets, dtype=np.float64).tolist()
         distances = np.asarray(match_distances).tolist()
         if not (len(stream_ids) == len(times) == len(starts) == len(ids) == len(offsets) == len(distances)):
             raise ValueError("update(): stream_ids, stream_times, audio_start_s and match arrays differ in length")
         events: list[PlayEvent] = []
-        for stream_id, t, start, *matches in zip(stream_ids, times, starts, ids, offsets, distances, strict=True):
-            self._step(stream_id, t, *matches, events, start)
+        for stream_id, t, start, code, *matches in zip(stream_ids, times, starts, hop_codes, ids, offsets, distances,
+                                                       strict=True):  # fmt: skip
+            self._step(stream_id, t, *matches, events, start, code)
         return events
 
     def update_one(
@@ -367,13 +415,15 @@ class Tracker:
         offsets: Sequence[float],
         distances: Sequence[float],
         audio_start_s: float | None = None,
+        code: np.ndarray | None = None,
     ) -> list[PlayEvent]:
-        """:meth:`update` for a single stream."""
+        """:meth:`update` for a single stream (``code``: its packed code, (K/8,) uint8)."""
         events: list[PlayEvent] = []
         self._step(
             stream_id, float(stream_time), list(track_ids),
             np.asarray(offsets, dtype=np.float64).tolist(), np.asarray(distances).tolist(), events,
             None if audio_start_s is None else float(audio_start_s),
+            None if code is None else _code_ints(np.asarray(code).reshape(1, -1), 1)[0],
         )  # fmt: skip
         return events
 
@@ -392,19 +442,21 @@ class Tracker:
             "plays": [_hypothesis_fields(h) for h in state.plays],
             "candidates": [_hypothesis_fields(h) for h in state.candidates],
             "ended": [list(entry) for entry in state.ended],
+            "history": [[t, f"{code:x}"] for t, code in state.history],
         }
 
     def restore_state(self, stream_id: str, document: dict[str, Any]) -> None:
         """Replace the state of ``stream_id`` by one :meth:`export_state` made; ValueError if malformed."""
-        state = _StreamState()
+        state = _StreamState(self._history_hops)
         try:
+            state.history.extend((float(t), int(code, 16)) for t, code in document.get("history", []))
             state.last_t = document["last_t"]
             state.audio_start_s = document.get("audio_start_s")
             state.last_end_s = document["last_end_s"]
             state.plays = [_hypothesis_from(f) for f in document["plays"]]
             state.candidates = [_hypothesis_from(f) for f in document.get("candidates", [])]
             state.ended = [(track, float(origin), int(n)) for track, origin, n in document.get("ended", [])]
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"tracker state of {stream_id}: {exc!r}") from None
         self._streams[stream_id] = state
 
@@ -449,16 +501,20 @@ class Tracker:
         distances: list[float],
         events: list[PlayEvent],
         audio_start_s: float | None = None,
+        code: int | None = None,
     ) -> None:
         p = self.params
         state = self._streams.get(stream_id)
         if state is None:
-            state = self._streams[stream_id] = _StreamState()
+            state = self._streams[stream_id] = _StreamState(self._history_hops)
         if audio_start_s is not None:
             state.audio_start_s = audio_start_s
         if state.last_t is not None and t <= state.last_t:
             return
         state.last_t = t
+        verifying = code is not None and self._history_hops > 0
+        if verifying:
+            state.history.append((t, code))
 
         # Matches of this hop by track: [offset, distance, claimed].
         max_d = self._max_distance
@@ -499,6 +555,11 @@ class Tracker:
                     others.append(predicted)
                 self._claim(h, t, entries, predicted)
 
+        if verifying:
+            for h in state.plays:
+                if not h.hit:
+                    self._verify(h, t, code)
+
         if state.plays:
             for h in [h for h in state.plays if not h.hit and t - h.t_last > self._end_gap]:
                 state.plays.remove(h)
@@ -523,6 +584,8 @@ class Tracker:
             if self._may_start(h, state, t):
                 h.prev_end_s = self._previous_end(h, state)
                 h.audio_start_s = state.audio_start_s
+                if verifying:
+                    self._look_back(h, state)
                 h.start_s, h.track_offset_s, h.origin_s = h.estimate_start(p)
                 h.detected_s = t
                 h.occurrence = self._occurrence(h, state)
@@ -555,8 +618,68 @@ class Tracker:
         state.candidates.remove(successor)
         successor.prev_end_s, successor.audio_start_s = h.prev_end_s, h.audio_start_s
         successor.origin_s, successor.detected_s, successor.occurrence = h.origin_s, h.detected_s, h.occurrence
+        if self._history_hops and state.history:
+            self._look_back(successor, state)
         successor.start_s, successor.track_offset_s, _ = successor.estimate_start(self.params)
         state.plays.append(successor)
+
+    def _code_distance(self, track: Any, offsets: list[float], codes: list[int]) -> list[int | None]:
+        """Hamming distance of each stream code to the catalog code of ``track`` at the offset its
+        line predicts (None: the catalog has no code there, e.g. a silent passage)."""
+        assert self.catalog is not None
+        tolerance = 0.6 * self.params.hop_s
+        found_codes, found = self.catalog.codes_at(track, np.asarray(offsets, dtype=np.float64), tolerance)
+        refs = _code_ints(found_codes, len(offsets))
+        return [(code ^ ref).bit_count() if ok else None  # type: ignore[operator]
+                for code, ref, ok in zip(codes, refs, np.asarray(found).tolist(), strict=True)]  # fmt: skip
+
+    def _verify(self, h: _Hypothesis, t: float, code: int) -> None:
+        """An open play that the search did not support this hop: if its last hit is at most
+        ``verify_gap_hops`` hops old and this hop's code is within ``verify_max_distance_ratio`` of
+        the catalog code the play's line predicts, the hop supports it (moves its end, resets its
+        misses) without counting as a hit. One code against one catalog code is a far easier test
+        than beating every code of the catalog: at the true alignment it passes on most hops, at
+        chance on a few percent (docs/decision.md, "Verification"). The gap limit keeps a chance
+        pass, or a run of them under a weak model, from reviving or prolonging a play that has
+        stopped matching: verification moves an end by at most ``verify_gap_hops`` hops."""
+        p = self.params
+        last_hit = h.t_last if h.t_hit is None else h.t_hit
+        if t - last_hit > (p.verify_gap_hops + 0.5) * p.hop_s:
+            return
+        predicted = h.predict(t, p)
+        distance = self._code_distance(h.track, [predicted], [code])[0]
+        if distance is not None and distance <= self._verify_max:
+            h.support(t, predicted, p.hop_s)
+
+    def _look_back(self, h: _Hypothesis, state: _StreamState) -> None:
+        """When ``h`` becomes a play: walk the stream's code history back from its first hit along
+        its line, verifying each hop against the catalog. Sets ``h.verified_from`` (the earliest
+        verified hop, or the first hit) and ``h.from_track_start``: True when the walk reached track
+        offset 0 (the track played from its beginning), False when more than ``verify_gap_hops``
+        hops in a row failed before that (the track began to match there: a mid-track start), None
+        when the history ran out first (estimate_start then falls back to its guesses)."""
+        p = self.params
+        earlier = [(t, code) for t, code in reversed(state.history) if t < h.t0]
+        h.verified_from, h.from_track_start = h.t0, None
+        if not earlier:
+            return
+        times = [t for t, _ in earlier]
+        offsets = [h.predict(t, p) for t in times]
+        distances = self._code_distance(h.track, offsets, [code for _, code in earlier])
+        failed = 0
+        for t, offset, distance in zip(times, offsets, distances, strict=True):
+            if offset < -0.5 * p.hop_s:
+                h.from_track_start = True
+                return
+            if distance is None:
+                continue
+            if distance <= self._verify_max:
+                h.verified_from, failed = t, 0
+            else:
+                failed += 1
+                if failed > p.verify_gap_hops:
+                    h.from_track_start = False
+                    return
 
     def _patience(self, n: int) -> float:
         """How long after its last support a hypothesis with ``n`` hits that is not a play survives.
@@ -679,21 +802,35 @@ def decide(
     params: DecisionParams | None = None,
     stream_id: str = "",
     audio_start_s: float | None = None,
+    codes: np.ndarray | None = None,
+    catalog: CodeLookup | None = None,
 ) -> list[Play]:
     """All plays in one whole recording (hop times + their top-k matches), sorted by start.
 
     The offline counterpart of the daemon (``streamd recognize``, ``streamd eval``): the same
     :class:`Tracker`, fed hop by hop, then flushed. ``audio_start_s``: the stream time where the
     recording begins (0 for ``Fingerprinter.codes_for_audio``'s hop grid), if plays must not start
-    before it.
+    before it. ``codes`` (the packed code of every hop) and ``catalog`` turn verification on.
     """
-    tracker = Tracker(params)
+    tracker = Tracker(params, catalog)
     times = np.asarray(stream_times, dtype=np.float64).tolist()
+    hop_codes = _code_ints(codes, len(times))
     ids = match_track_ids.tolist() if isinstance(match_track_ids, np.ndarray) else match_track_ids
     offsets = np.asarray(match_offsets, dtype=np.float64).tolist()
     distances = np.asarray(match_distances).tolist()
     events: list[PlayEvent] = []
-    for t, tids, offs, ds in zip(times, ids, offsets, distances, strict=True):
-        tracker._step(stream_id, t, tids, offs, ds, events, audio_start_s)
+    for t, tids, offs, ds, code in zip(times, ids, offsets, distances, hop_codes, strict=True):
+        tracker._step(stream_id, t, tids, offs, ds, events, audio_start_s, code)
     events.extend(tracker.flush(stream_id))
     return sorted((e.play for e in events if e.type == ENDED), key=lambda play: play.start_s)
+
+
+def _code_ints(codes: np.ndarray | None, n: int) -> list[int | None]:
+    """Packed codes (n, K/8) uint8 → Python ints (XOR + bit_count is the cheapest Hamming distance
+    of one pair); n Nones without codes."""
+    if codes is None:
+        return [None] * n
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    if codes.ndim != 2 or len(codes) != n:
+        raise ValueError(f"codes must be ({n}, K/8) uint8, got shape {codes.shape}")
+    return [int.from_bytes(row.tobytes(), "big") for row in codes]

@@ -347,8 +347,19 @@ def warm_start(net: HashNet, weights: dict[str, torch.Tensor]) -> list[str]:
     A module is copied whole or not at all (a trained bias next to a fresh weight means nothing).
     The conv trunk must fit entirely (a warm start that re-initialises the trunk is a mistake);
     head parts may differ, e.g. a one-layer recurrent head warm-started from a two-layer model
-    keeps the trunk and LSTM1 and trains the hash layer anew."""
+    keeps the trunk and LSTM1 and trains the hash layer anew.
+
+    A level projection of a model with whole-hop means (``hop_parts`` 1) is widened to the parts
+    of ``net`` so that it computes the same function: each part gets the weights / parts, and the
+    mean of the part means is the whole-hop mean.
+    """
     own = net.state_dict()
+    weights = dict(weights)
+    for i, level in enumerate(net.arch.levels):
+        name = f"projections.{i}.weight"
+        parts = net.arch.parts_per_hop(level)
+        if name in weights and parts > 1 and weights[name].shape[1] * parts == own[name].shape[1]:
+            weights[name] = weights[name].repeat(1, parts) / parts
     misfit = {k.rpartition(".")[0] for k in own if k not in weights or weights[k].shape != own[k].shape}
     fitting = {k: v for k, v in weights.items() if k in own and k.rpartition(".")[0] not in misfit}
     fresh = sorted(k for k in own if k not in fitting)

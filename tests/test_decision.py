@@ -369,3 +369,117 @@ def test_plays_are_not_split_when_chance_matches_of_the_same_track_are_everywher
     ]
     assert [len(found) for found in per_segment] == [1] * len(segments)
     assert len(plays) <= len(segments) + 1  # at most one chance play in ~1 h of chance-heavy gaps
+
+
+# --- verification: stream codes against the catalog code a play's line predicts ---------------------
+
+
+class CodedStation:
+    """A tiny real catalog (CodeTable of random 64-bit codes, one per hop of each track) and a
+    station whose hop codes are the catalog code at the played offset with a few bits flipped,
+    random codes elsewhere; its matches come from searching the table, as in the daemon."""
+
+    BITS = 64
+
+    def __init__(self, plays: list[tuple[int, float, float, float]], end_s: float, seed: int = 0, flips: int = 6):
+        from streamd.store.catalog import Track
+        from streamd.store.table import CodeTable, SearchSettings
+
+        rng = np.random.default_rng(seed)
+        offsets = (np.arange(300) + 1) * HOP
+        self.track_codes = [rng.integers(0, 256, (len(offsets), self.BITS // 8), dtype=np.uint8) for _ in range(20)]
+        self.table = CodeTable.build(self.BITS, [Track(f"t{i}", c, offsets.astype(np.float32))
+                                                 for i, c in enumerate(self.track_codes)], SearchSettings())  # fmt: skip
+        self.times = hop_times(0.0, end_s)
+        self.codes = rng.integers(0, 256, (len(self.times), self.BITS // 8), dtype=np.uint8)
+        for track, start_s, end, offset_s in plays:  # (track, stream start, stream end, track offset at start)
+            for i in np.flatnonzero((self.times > start_s) & (self.times <= end)):
+                row = int(round((offset_s + self.times[i] - start_s) / HOP)) - 1
+                code = np.unpackbits(self.track_codes[track][row])
+                code[rng.choice(self.BITS, flips, replace=False)] ^= 1
+                self.codes[i] = np.packbits(code)
+        hits = self.table.search(self.codes, 10)
+        self.track_ids, self.offsets, self.distances = hits.track_ids, hits.offsets, hits.distances.copy()
+
+    def hide(self, start_s: float, end_s: float) -> None:
+        """The search finds nothing in [start_s, end_s) (talk-over, noise), the codes are unchanged."""
+        self.distances[(self.times >= start_s) & (self.times < end_s)] = -1
+
+    def decide(self, params: DecisionParams, verify: bool = True) -> list[Play]:
+        return decide(self.times, self.track_ids, self.offsets, self.distances, params,
+                      codes=self.codes if verify else None, catalog=self.table if verify else None)  # fmt: skip
+
+
+VERIFY = DecisionParams(code_bits=CodedStation.BITS)
+
+
+def test_the_look_back_finds_the_start_of_a_play_the_search_matched_late():
+    """From the track's beginning, but the search misses its first 12 s: without verification the
+    first hit is too far into the track to be taken for a start from 0 and the start is late; the
+    look back verifies the hops before it down to offset 0."""
+    station = CodedStation([(3, 50.0, 130.0, 0.0)], 180.0)
+    station.hide(0.0, 62.0)
+    late, = station.decide(VERIFY, verify=False)
+    assert late.start_s > 55.0  # first hit − start_context_s
+    play, = station.decide(VERIFY)
+    assert play.track_id == "t3" and abs(play.start_s - 50.0) <= HOP and play.track_offset_s == pytest.approx(0.0, abs=HOP)
+
+
+def test_the_look_back_bounds_a_mid_track_start_where_the_codes_stop_verifying():
+    station = CodedStation([(5, 50.0, 130.0, 60.0)], 180.0, seed=1)
+    station.hide(0.0, 56.0)
+    params = dataclasses.replace(VERIFY, start_context_s=1.0)  # these codes verify from a play's first hop
+    blind, = station.decide(params, verify=False)
+    play, = station.decide(params)
+    assert abs(blind.start_s - 55.0) <= HOP  # first hit − 1 s
+    assert abs(play.start_s - 50.0) <= HOP and play.track_offset_s == pytest.approx(60.0, abs=HOP)
+
+
+def test_verified_hops_move_a_play_end_by_at_most_the_gap_after_its_last_hit():
+    """The search loses the play 5 hops before its end while the codes still verify: the end moves
+    verify_gap_hops hops later, no more; the random codes after the play do not keep it open."""
+    station = CodedStation([(7, 20.0, 100.0, 0.0)], 160.0, seed=2)
+    station.hide(100.0 - 5 * HOP, 160.0)
+    blind, = station.decide(VERIFY, verify=False)
+    play, = station.decide(VERIFY)
+    assert play.last_hit_s - blind.last_hit_s == pytest.approx(VERIFY.verify_gap_hops * HOP, abs=1e-6)
+    assert play.end_s - blind.end_s == pytest.approx(VERIFY.verify_gap_hops * HOP, abs=1e-6)
+    off = dataclasses.replace(VERIFY, verify_max_distance_ratio=0.0)
+    assert station.decide(off) == [blind]  # ratio 0 turns verification off
+
+
+def test_a_verifying_tracker_restored_from_its_state_decides_exactly_the_same():
+    """The code history travels with the state: a play that starts after a restore looks back as far."""
+    station = CodedStation([(3, 30.0, 90.0, 0.0), (8, 90.0, 150.0, 40.0)], 170.0, seed=3)
+    station.hide(0.0, 42.0)
+    station.hide(90.0, 97.0)
+
+    def feed(tracker, rows):
+        events = []
+        for i in rows:
+            events += tracker.update(["s"], station.times[i : i + 1], station.track_ids[i : i + 1], station.offsets[i : i + 1],
+                                     station.distances[i : i + 1], codes=station.codes[i : i + 1])  # fmt: skip
+        return events
+
+    whole = Tracker(VERIFY, station.table)
+    reference = feed(whole, range(len(station.times))) + whole.flush("s")
+    plays = [e.play for e in reference if e.type == ENDED]
+    assert [p.track_id for p in plays] == ["t3", "t8"]
+    assert abs(plays[0].start_s - 30.0) <= HOP  # found by the look back
+    for cut in (20, 41, 44, 60, 95, 99, 120):
+        first = Tracker(VERIFY, station.table)
+        events = feed(first, range(cut))
+        state = json.loads(json.dumps(first.export_state("s"), allow_nan=False))
+        assert len(state["history"]) == min(cut, VERIFY.verify_history_hops)
+        restored = Tracker(VERIFY, station.table)
+        restored.restore_state("s", state)
+        events += feed(restored, range(cut, len(station.times)))
+        assert events + restored.flush("s") == reference, cut
+
+
+def test_code_table_codes_at_gives_the_nearest_code_within_the_tolerance():
+    station = CodedStation([], 10.0)
+    codes, found = station.table.codes_at("t2", np.array([HOP, 2.4 * HOP, 2.6 * HOP, 2.5 * HOP, 0.2, 400.0]), 0.45 * HOP)
+    assert found.tolist() == [True, True, True, False, False, False]
+    assert all(np.array_equal(codes[i], station.track_codes[2][row]) for i, row in ((0, 0), (1, 1), (2, 2)))
+    assert station.table.codes_at("unknown", np.array([1.0]), 1.0)[1].tolist() == [False]

@@ -79,8 +79,8 @@ def test_frames_older_than_the_input_span_are_ignored():
 @pytest.mark.parametrize(
     ("arch", "dtype", "atol"),
     [(SMALL, torch.float64, 1e-10), (ArchConfig(), torch.float64, 1e-10), (ArchConfig(), torch.float32, 5e-4),
-     (ArchConfig(context_hops=3), torch.float64, 1e-10)],
-    ids=["small-f64", "default-f64", "default-f32", "context3-f64"],
+     (ArchConfig(context_hops=3), torch.float64, 1e-10), (ArchConfig(context_hops=3, hop_parts=3), torch.float64, 1e-10)],
+    ids=["small-f64", "default-f64", "default-f32", "context3-f64", "context3-parts3-f64"],
 )
 def test_streaming_equals_full_window(arch, dtype, atol):
     """Slots at different phases, one reset midway: each hop's code equals the full-window code."""
@@ -128,7 +128,8 @@ def test_short_context_reads_only_its_newest_hops():
         ArchConfig(context_hops=40)  # more hops than a 29 s window holds
 
 
-@pytest.mark.parametrize("arch", [SMALL, ArchConfig(context_hops=3)], ids=["small", "context3"])
+@pytest.mark.parametrize("arch", [SMALL, ArchConfig(context_hops=3), ArchConfig(context_hops=3, hop_parts=4)],
+                         ids=["small", "context3", "context3-parts4"])
 def test_advancing_several_hops_at_once_equals_hop_by_hop(arch):
     """advance_hops over k hops (k differing between calls, slots at different phases) gives the
     codes and leaves the state that k single-hop advances do."""
@@ -335,3 +336,34 @@ def test_warm_start_keeps_what_fits_and_refuses_another_trunk():
     other = HashNet(replace(ArchConfig(), widths=(16, 16, 32, 64, 128)), n_classes=5)
     with pytest.raises(StreamdError, match="conv trunk"):
         warm_start(other, source.state_dict())
+
+
+def test_hop_parts_see_timing_inside_a_hop_and_warm_start_from_whole_hop_means():
+    """With hop_parts 3, levels keep gcd(3, columns per hop) part means apart; a model warm-started
+    from whole-hop means computes the same codes before training, and can then see what the
+    whole-hop mean hides: the order of the columns inside a hop."""
+    from streamd.train import warm_start
+
+    arch = ArchConfig(context_hops=3)
+    parted = replace(arch, hop_parts=3)
+    assert [parted.parts_per_hop(level) for level in parted.levels] == [3, 3, 3, 1]
+    with pytest.raises(ValueError):
+        ArchConfig(hop_parts=0)
+    source = _randomised(arch, seed=31, dtype=torch.float64)
+    target = HashNet(parted).double()
+    assert warm_start(target, source.state_dict()) == []
+    target.eval()
+    windows = _logmel(3, 96, arch.window_frames, seed=32, dtype=torch.float64)
+    assert torch.allclose(source(windows), target(windows), atol=1e-12)
+
+    # Level 2 (12 columns per hop): swap the first and last third of a hop. The whole-hop mean
+    # cannot tell; the parts can, once the projection weighs them differently (training).
+    fmap = torch.randn(2, arch.channels(2), arch.freq_bins(2), 2 * 12, dtype=torch.float64)
+    swapped = fmap.clone()
+    swapped[..., 12:16], swapped[..., 20:24] = fmap[..., 20:24], fmap[..., 12:16]
+    assert torch.allclose(source.level_features(0, fmap), source.level_features(0, swapped), atol=1e-12)
+    with torch.no_grad():
+        target.projections[0].weight[:, : target.projections[0].weight.shape[1] // 3] *= 3.0
+    parted_features, parted_swapped = target.level_features(0, fmap), target.level_features(0, swapped)
+    assert torch.allclose(parted_features[:, 0], parted_swapped[:, 0], atol=1e-12)  # the other hop
+    assert not torch.allclose(parted_features[:, 1], parted_swapped[:, 1], atol=1e-6)

@@ -67,6 +67,11 @@ class Searcher(Protocol):
 
     def track_info(self, track_id: str) -> dict[str, str]: ...
 
+    def codes_at(self, track_id: str, offsets: np.ndarray, tolerance_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Catalog codes by position (:meth:`streamd.store.table.CodeTable.codes_at`): the decision
+        logic verifies its plays with them."""
+        ...
+
 
 class TableSearcher:
     """A :class:`~streamd.store.table.CodeTable` in memory behind the :class:`Searcher` interface."""
@@ -83,6 +88,9 @@ class TableSearcher:
 
     def track_info(self, track_id: str) -> dict[str, str]:
         return dict(self.table.track_meta.get(track_id, {}))
+
+    def codes_at(self, track_id: str, offsets: np.ndarray, tolerance_s: float) -> tuple[np.ndarray, np.ndarray]:
+        return self.table.codes_at(track_id, offsets, tolerance_s)
 
 
 @dataclasses.dataclass
@@ -149,7 +157,7 @@ class Pipeline:
         self.searcher = searcher
         self.params = params
         self.bank = FrontendBank(frontend)
-        self.tracker = Tracker(params)
+        self.tracker = Tracker(params, catalog=searcher)
         self.top_k = top_k
         self.max_batch = max_batch
         self.shed_lag_s = shed_lag_s
@@ -376,7 +384,7 @@ class Pipeline:
         t3 = time.perf_counter()
         chosen = [row_ids[r] for r in rows]
         found = self.tracker.update(chosen, times[rows], hits.track_ids, hits.offsets, hits.distances,
-                                    np.tile(audio_start_s, k)[rows])
+                                    np.tile(audio_start_s, k)[rows], codes[rows])
         decided_at = self.clock()
         for sid in set(chosen):
             streams[sid].dirty = True

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from streamd import degrade
 from streamd.dataset import SAMPLE_RATE, Track, load_audio
+from streamd.errors import StreamdError
 from streamd.melspec import MelParams, offline_logmel
 from streamd.model.api import informative_hops, load_weights_file
 from streamd.model.network import LOG_FLOOR, ArchConfig, HashNet, frequency_resize_matrix
@@ -67,6 +68,8 @@ def load_trunk(weights: str | Path, window_frames: int | None = None) -> Trunk:
     """The trunk of ``weights``; ``window_frames`` shortens the window (quick mode only)."""
     fp = load_weights_file(weights)
     arch = fp.arch if window_frames is None else replace(fp.arch, window_frames=window_frames)
+    if arch.hop_parts != 1:
+        raise StreamdError(f"{weights}: the head experiments cache whole-hop means; hop_parts {arch.hop_parts} is not supported")
     fp.net.arch = arch
     return Trunk(fp.net, arch, Path(weights), fp.mel)
 

@@ -57,6 +57,10 @@ class ArchConfig:
     # paper's 29 s). Short contexts give codes of the last few seconds: a track is found seconds
     # after it starts, and longer queries vote over many codes (docs/model.md).
     context_hops: int = 0
+    # Parts each hop's columns are split into before the frequency resize (per level at most its
+    # columns per hop: gcd(hop_parts, columns)); 1 = the mean over the whole hop. More parts give
+    # the head the timing inside a hop (docs/model.md, "Sub-hop timing").
+    hop_parts: int = 1
     # Head variants for the paper's comparisons (docs/experiments.md); the defaults are the model.
     rnn: str = "lstm"  # recurrent unit of both recurrent layers: "lstm" | "gru" | "rnn" (simple RNN)
     rnn_layers: int = 2  # 2: eqs. 1-2 (RNN1 per map, RNN2 over maps); 1: RNN1 only, its last states concatenated
@@ -77,6 +81,8 @@ class ArchConfig:
             raise ValueError(f"rnn must be one of {sorted(RECURRENT_UNITS)} and rnn_layers 1 or 2")
         if self.level_mode not in ("sequence", "concat"):
             raise ValueError("level_mode must be 'sequence' or 'concat'")
+        if self.hop_parts < 1:
+            raise ValueError("hop_parts must be >= 1")
         if self.context_hops < 0:
             raise ValueError("context_hops must be >= 0 (0: the whole window)")
         if self.input_frames > self.window_frames:
@@ -113,6 +119,10 @@ class ArchConfig:
 
     def columns_per_hop(self, block: int) -> int:
         return self.hop_frames // math.prod(self.time_pools[:block])
+
+    def parts_per_hop(self, block: int) -> int:
+        """Equal parts of a hop's columns whose means level ``block``'s features keep apart."""
+        return math.gcd(self.hop_parts, self.columns_per_hop(block))
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -190,7 +200,8 @@ class HashNet(nn.Module):
             for b in range(len(arch.widths))
         )
         self.projections = nn.ModuleList(
-            nn.Linear(arch.channels(level) * arch.common_freq, arch.feature_dim) for level in arch.levels
+            nn.Linear(arch.channels(level) * arch.common_freq * arch.parts_per_hop(level), arch.feature_dim)
+            for level in arch.levels
         )
         for i, level in enumerate(arch.levels):
             self.register_buffer(f"freq_resize{i}", frequency_resize_matrix(arch.freq_bins(level), arch.common_freq), persistent=False)
@@ -214,17 +225,20 @@ class HashNet(nn.Module):
     def level_features(self, level_index: int, fmap: torch.Tensor) -> torch.Tensor:
         """(B, C, F, hops·k) newest columns of one level → (B, hops, D) per-hop vectors.
 
-        Mean over the k columns of each hop, anti-aliased bilinear resize of frequency to
-        ``common_freq`` bands, flatten, linear projection. Each hop's vector depends only on that
-        hop's columns, which is what makes the streaming path exact.
+        Mean over the k columns of each hop (or over each of its ``parts_per_hop`` equal parts),
+        anti-aliased bilinear resize of frequency to ``common_freq`` bands, flatten, linear
+        projection. Each hop's vector depends only on that hop's columns, which is what makes the
+        streaming path exact.
         """
         arch = self.arch
         b, c, f, t = fmap.shape
-        k = arch.columns_per_hop(arch.levels[level_index])
+        level = arch.levels[level_index]
+        k, parts = arch.columns_per_hop(level), arch.parts_per_hop(level)
         hops = t // k
-        pooled = fmap.reshape(b, c, f, hops, k).mean(dim=-1)
-        resized = torch.einsum("bcft,fg->btcg", pooled, getattr(self, f"freq_resize{level_index}").to(pooled.dtype))
-        return self.projections[level_index](resized.reshape(b, hops, c * arch.common_freq))
+        pooled = fmap.reshape(b, c, f, hops, parts, k // parts).mean(dim=-1)
+        resize = getattr(self, f"freq_resize{level_index}").to(pooled.dtype)
+        resized = torch.einsum("bcftp,fg->btpcg", pooled, resize)
+        return self.projections[level_index](resized.reshape(b, hops, parts * c * arch.common_freq))
 
     def hop_features(self, logmel: torch.Tensor) -> torch.Tensor:
         """Log-mel (B, n_mels, hops·48 + overhead) → per-hop features (B, hops, levels, D).

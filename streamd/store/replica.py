@@ -128,6 +128,15 @@ class Replica:
             numba.set_num_threads(min(self.settings.threads, numba.config.NUMBA_NUM_THREADS))
         return table.search(codes, k)
 
+    def codes_at(self, track_id: str, offsets: np.ndarray, tolerance_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Catalog codes of ``track_id`` by position (:meth:`CodeTable.codes_at`); none found before
+        the first sync."""
+        table = self._table
+        if table is None:
+            n = len(np.asarray(offsets).reshape(-1))
+            return np.zeros((n, 0), dtype=np.uint8), np.zeros(n, dtype=bool)
+        return table.codes_at(track_id, offsets, tolerance_s)
+
     @property
     def table(self) -> CodeTable | None:
         return self._table

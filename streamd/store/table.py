@@ -195,6 +195,24 @@ class CodeTable:
         base = self.base.nbytes if isinstance(self.base, MultiIndex) else 0
         return self.n_rows * per_row + base
 
+    def codes_at(self, track_id: str, offsets: np.ndarray, tolerance_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """(packed codes (n, K/8), found (n,)): the live code of ``track_id`` whose offset is
+        nearest each of ``offsets``, found when it lies within ``tolerance_s`` (a track's codes are
+        stored in offset order). What the decision logic's verification compares a stream with."""
+        offsets = np.asarray(offsets, dtype=np.float64).reshape(-1)
+        rows = self.track_rows.get(track_id)
+        empty = np.zeros((len(offsets), self.bits // 8), dtype=np.uint8), np.zeros(len(offsets), dtype=bool)
+        if rows is None or rows[2] <= rows[1] or not len(offsets):
+            return empty
+        _, first, end = rows
+        track_offsets = self._offsets[first:end]
+        right = np.clip(np.searchsorted(track_offsets, offsets), 0, end - first - 1)
+        left = np.clip(right - 1, 0, None)
+        nearest = np.where(np.abs(track_offsets[left] - offsets) <= np.abs(track_offsets[right] - offsets), left, right)
+        row = first + nearest
+        found = (np.abs(track_offsets[nearest] - offsets) <= tolerance_s) & (self.live[row] >= 0)
+        return from_planes(np.ascontiguousarray(self._planes[:, row]), self.bits), found
+
     def search(self, codes: np.ndarray, k: int) -> Hits:
         """Top-k catalog codes for each packed query code ``(B, K // 8)``."""
         codes = check_packed(codes, self.bits)
