@@ -13,8 +13,11 @@ within ``align_tol_s`` of the offset it predicts; it dies when it misses too man
 hypothesis becomes a *play* (``started`` event) once it has ``min_hits`` hits, enough summed
 evidence and enough confidence; a play *ends* (``ended`` event) after ``end_after_misses`` hops
 without a hit, at the time of its last hit. Random matches almost never line up over several
-hops, so unknown music, speech and ads produce no events. docs/decision.md explains the rules,
-the boundary estimates and the measured false-event rate.
+hops, so unknown music, speech and ads produce no events. Given the codes that were searched and
+a catalog that returns codes by position, the tracker also *verifies* its plays: a hop's code
+close to the one catalog code the play's line predicts supports the play even when the search
+missed it (ends), and the codes before a play's first hit say where it began (starts).
+docs/decision.md explains the rules, the boundary estimates and the measured false-event rate.
 
 All times here are *stream times* in seconds (any monotonic clock of the stream: seconds since
 stream start, or epoch seconds). The stream time of a hop is the time of the END (newest frame)
@@ -395,7 +398,7 @@ class Tracker:
         """
         times = np.asarray(stream_times, dtype=np.float64).tolist()
         starts = [None] * len(times) if audio_start_s is None else np.asarray(audio_start_s, np.float64).tolist()
-        hop_codes = _code_ints(codes, len(times))
+        hop_codes = _code_ints(codes if self._history_hops else None, len(times))
         ids = match_track_ids.tolist() if isinstance(match_track_ids, np.ndarray) else match_track_ids
         offsets = np.asarray(match_offsets, dtype=np.float64).tolist()
         distances = np.asarray(match_distances).tolist()
