@@ -581,8 +581,10 @@ class Tracker:
 
         started = False
         eligible = [h for h in candidates if h.hit and h.n >= p.min_hits and h.score >= p.min_evidence]
-        if len(eligible) > 1 and p.rival_window_s > 0:  # rivals (one piece, two recordings): most confident first
-            eligible.sort(key=self._confidence_of, reverse=True)
+        if eligible and p.rival_window_s > 0:  # rivals (one piece, two recordings): see _awaits_rival
+            eligible = [h for h in eligible if not self._awaits_rival(h, candidates)]
+            if len(eligible) > 1:
+                eligible.sort(key=self._rival_rank, reverse=True)
         for h in eligible:
             if self._may_start(h, state, t):
                 h.prev_end_s = self._previous_end(h, state)
@@ -792,6 +794,26 @@ class Tracker:
         if p.rival_window_s > 0 and any(o.track != h.track and abs(o.t0 - h.t0) <= p.rival_window_s for o in state.plays):
             return False
         return not any(o.track == h.track for o in state.plays)
+
+    def _awaits_rival(self, h: _Hypothesis, candidates: list[_Hypothesis]) -> bool:
+        """``h`` has a serious rival — a candidate of another track whose first hit came within
+        ``rival_window_s`` of its own, with at least half of ``min_hits`` — and its hits do not
+        span ``FIT_SPAN_HOPS`` hops yet. Two recordings of one piece at different tempos (the
+        corpus's ``landing_in_gran_paradiso`` and ``…_fast``) both match from the same moment;
+        only the fitted speed tells them apart (the wrong one runs into the ``speed_tol`` clamp),
+        so the choice waits for it (:meth:`_rival_rank`)."""
+        p = self.params
+        if h.t_last - h.t0 >= FIT_SPAN_HOPS * p.hop_s:
+            return False
+        return any(r.track != h.track and r.n * 2 >= p.min_hits and abs(r.t0 - h.t0) <= p.rival_window_s
+                   for r in candidates)  # fmt: skip
+
+    def _rival_rank(self, h: _Hypothesis) -> tuple[bool, float]:
+        """Rivals eligible in one hop: a fitted speed inside the tolerance before one held at its
+        edge (a recording at another tempo), then the more confident."""
+        p = self.params
+        speed, _ = h.line(p)
+        return abs(abs(speed - 1.0) - p.speed_tol) > 1e-9, h.confidence(p)
 
     def _confidence_of(self, h: _Hypothesis) -> float:
         return h.confidence(self.params)

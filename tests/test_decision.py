@@ -207,6 +207,19 @@ def test_the_same_music_in_two_recordings_is_one_play_of_the_closer_one():
     assert sorted(p.track_id for p in both) == [tid(21), tid(22)]
 
 
+def test_a_recording_at_another_tempo_loses_to_the_one_that_fits_speed_1_even_if_closer():
+    """The variant's matches are closer in code but advance 6 % too fast (another tempo): the
+    choice between the two waits until their speed is fitted, and the one inside the speed
+    tolerance is reported. Before that wait, the more confident variant won."""
+    right = Segment(21, 40.0, 140.0, bit_error=0.14)
+    variant = Segment(22, 40.0, 140.0, speed=1.06, bit_error=0.06)
+    m = CATALOG.matches(np.random.default_rng(9), hop_times(0.0, 180.0), [right, variant], share_overlaps=False)
+    plays = decide(m.times, m.track_ids, m.offsets, m.distances)
+    assert [p.track_id for p in plays] == [tid(21)]
+    assert plays[0].detected_s - right.start_s >= 16 * HOP  # it waited for the speed fit
+    assert_play(plays[0], right)
+
+
 def test_a_play_resumed_at_its_alignment_after_a_long_dropout_gets_a_new_id():
     """Issue 11: a dropout longer than the hysteresis ends the play; the track resuming at the same
     alignment is a second play with the same origin, numbered by ``occurrence`` so that the
