@@ -208,8 +208,9 @@ def verification_distances(matches: dict, truths: dict[str, dict], catalog: Any,
     """Print how far a station's code lies from the catalog code at its TRUE alignment (from the
     simulator's truth), by time from the play's start and end, against random tracks and offsets:
     what the verification threshold (docs/decision.md, "Verification") is chosen from."""
+    from streamd.model.hashing import hamming
+
     rng = np.random.default_rng(seed)
-    popcount = np.array([bin(i).count("1") for i in range(256)], dtype=np.int32)
     track_ids = [t for t in catalog.track_ids if t is not None]
     by_start: dict[int, list[int]] = {}
     by_end: dict[int, list[int]] = {}
@@ -217,7 +218,7 @@ def verification_distances(matches: dict, truths: dict[str, dict], catalog: Any,
 
     def distances(codes: np.ndarray, track: str, offsets: np.ndarray) -> np.ndarray:
         ref, found = catalog.codes_at(track, offsets, 0.6 * hop_s)
-        return np.where(found, popcount[codes ^ ref].sum(-1), -1)
+        return np.where(found, hamming(codes, ref).astype(np.int64), -1)
 
     for set_name, stations in matches.items():
         plays = scoring.plays_from_truth(truths[set_name]["segments"])
@@ -240,7 +241,7 @@ def verification_distances(matches: dict, truths: dict[str, dict], catalog: Any,
                         by_start.setdefault(a, []).append(int(d))
                     if (b := int(np.floor(ti - play.end_s))) >= -6:
                         by_end.setdefault(b, []).append(int(d))
-    bits = 8 * matches[next(iter(matches))][next(iter(matches[next(iter(matches))]))]["codes"].shape[1]
+    bits = catalog.bits
     threshold = DecisionParams.verify_max_distance_ratio * bits
     print(f"distance of a station code to the catalog code at its true alignment ({bits} bits); "
           f"share <= {threshold:g} (verify_max_distance_ratio x K)")  # fmt: skip
@@ -366,7 +367,7 @@ def pareto(rows: list[dict[str, Any]]) -> set[int]:
 
 SWEPT = ("min_hits", "min_evidence", "min_confidence", "max_distance_ratio", "align_tol_s",
          "candidate_max_misses", "end_after_misses", "start_context_s", "end_bias_s", "from_start_max_s",
-         "verify_max_distance_ratio", "verify_gap_hops", "verify_history_hops")  # fmt: skip
+         "rival_window_s", "verify_max_distance_ratio", "verify_gap_hops", "verify_history_hops")  # fmt: skip
 
 
 def table_lines(rows: list[dict[str, Any]], front: set[int], markdown: bool) -> list[str]:

@@ -10,6 +10,7 @@ import pytest
 
 from streamd.config import load_config
 from streamd.decision import ENDED, STARTED, DecisionParams, Play, PlayEvent, Tracker, decide
+from streamd.store.codes import flip_random_bits
 from streamd.synthetic_matches import Matches, Segment, SyntheticCatalog, hop_times
 
 HOP = DecisionParams().hop_s
@@ -408,9 +409,8 @@ class CodedStation:
         for track, start_s, end, offset_s in plays:  # (track, stream start, stream end, track offset at start)
             for i in np.flatnonzero((self.times > start_s) & (self.times <= end)):
                 row = int(round((offset_s + self.times[i] - start_s) / HOP)) - 1
-                code = np.unpackbits(self.track_codes[track][row])
-                code[rng.choice(self.BITS, flips, replace=False)] ^= 1
-                self.codes[i] = np.packbits(code)
+                if row >= 0:  # before the track's first catalog code the hop keeps its random code
+                    self.codes[i] = flip_random_bits(self.track_codes[track][row : row + 1], flips, rng)[0]
         hits = self.table.search(self.codes, 10)
         self.track_ids, self.offsets, self.distances = hits.track_ids, hits.offsets, hits.distances.copy()
 
