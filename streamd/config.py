@@ -119,7 +119,7 @@ class DaemonConfig:
     max_overlap_s: float = _bounded(1.0, 0.0, 600.0)
     end_bias_s: float = _bounded(1.5, -60.0, 60.0)
     max_candidates: int = _bounded(32, 1, 10_000)
-    rival_window_s: float = _bounded(1.0, 0.0, 60.0)
+    rival_window_s: float = _bounded(1.5, 0.0, 60.0)
     verify_max_distance_ratio: float = _bounded(0.3125, 0.0, 0.5)  # 0: no verification
     verify_history_hops: int = _bounded(40, 0, 1000)
     verify_gap_hops: int = _bounded(2, 0, 100)

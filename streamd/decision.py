@@ -62,7 +62,7 @@ class DecisionParams:
     max_overlap_s: float = 1.0  # how much a play may overlap the previous one, for the start bound
     end_bias_s: float = 1.5  # added to the last hit time to give the end (calibrated, docs/decision.md)
     max_candidates: int = 32  # hypotheses kept per stream (bounded state)
-    rival_window_s: float = 1.0  # an open play of another track first hit this close blocks a start (0: off)
+    rival_window_s: float = 1.5  # an open play of another track first hit this close (a hop + jitter) blocks a start (0: off)
     # Verification (docs/decision.md, "Verification"): the stream's recent codes compared one to one
     # with the catalog code its play's line predicts. 0 turns it off (also without a catalog lookup).
     verify_max_distance_ratio: float = 0.3125  # a code this close (x K bits) to the predicted one verifies
@@ -226,14 +226,18 @@ class _Hypothesis:
         the speed range it could detect, and a 3 % speed error only builds up 0.5 s over 16 s,
         well inside the tolerance.
         """
+        speed = min(max(self.slope(p), 1.0 - p.speed_tol), 1.0 + p.speed_tol)
+        return speed, self.o0 + (self.sy - speed * self.sx) / self.n
+
+    def slope(self, p: DecisionParams) -> float:
+        """The least-squares slope of the hits (offset against time), not clamped to ``speed_tol``;
+        1 until the hits span ``FIT_SPAN_HOPS`` hops (see :meth:`line`)."""
         n = self.n
-        speed = 1.0
         if n >= 3 and self.t_last - self.t0 >= FIT_SPAN_HOPS * p.hop_s:
             den = n * self.sxx - self.sx * self.sx
             if den > 0:
-                speed = (n * self.sxy - self.sx * self.sy) / den
-                speed = min(max(speed, 1.0 - p.speed_tol), 1.0 + p.speed_tol)
-        return speed, self.o0 + (self.sy - speed * self.sx) / n
+                return (n * self.sxy - self.sx * self.sy) / den
+        return 1.0
 
     def predict(self, t: float, p: DecisionParams) -> float:
         speed, offset0 = self.line(p)
@@ -531,9 +535,11 @@ class Tracker:
             else:
                 by_track[tid] = [entry]
 
-        # Open plays claim first, then older hypotheses; each match supports one hypothesis. A
-        # hypothesis whose line has come within the merge radius of an earlier one of the same
-        # track is a duplicate of it (it fed on the neighbours of that one's hits) and dies.
+        # Open plays claim first, then the hypotheses with the most evidence; each match supports
+        # one hypothesis. A hypothesis whose line has come within the merge radius of a better
+        # supported one of the same track is a duplicate of it and dies: either it fed on the
+        # neighbours of that one's hits, or it is a worse-aligned line of the same passage (a first
+        # hit one match off) that would otherwise keep the true line from forming.
         predictions: dict[Any, list[float]] = {}
         radius = self._merge_radius
         for h in state.plays:
@@ -543,7 +549,7 @@ class Tracker:
                 predicted = h.predict(t, p)
                 self._claim(h, t, entries, predicted)
                 predictions.setdefault(h.track, []).append(predicted)
-        for h in state.candidates:
+        for h in sorted(state.candidates, key=_score_of, reverse=True):  # stable: older first on ties
             h.hit = False
             entries = by_track.get(h.track)
             if entries:
@@ -797,23 +803,35 @@ class Tracker:
 
     def _awaits_rival(self, h: _Hypothesis, candidates: list[_Hypothesis]) -> bool:
         """``h`` has a serious rival — a candidate of another track whose first hit came within
-        ``rival_window_s`` of its own, with at least half of ``min_hits`` — and its hits do not
-        span ``FIT_SPAN_HOPS`` hops yet. Two recordings of one piece at different tempos (the
-        corpus's ``landing_in_gran_paradiso`` and ``…_fast``) both match from the same moment;
-        only the fitted speed tells them apart (the wrong one runs into the ``speed_tol`` clamp),
-        so the choice waits for it (:meth:`_rival_rank`)."""
+        ``rival_window_s`` of its own, with at least half of ``min_hits`` — and either its hits do
+        not span ``FIT_SPAN_HOPS`` hops yet, or its slope lies farther outside ``speed_tol`` than a
+        rival's. Two recordings of one piece at different tempos (the corpus's
+        ``landing_in_gran_paradiso`` and ``…_fast``) both match from the same moment; only the
+        fitted speed tells them apart (the wrong one's slope lies outside the tolerance), so the
+        choice waits for it. A rival that has not spanned the fit yet counts as fitting: the
+        candidate outside waits until the rival fits, dies, or lies farther outside."""
         p = self.params
-        if h.t_last - h.t0 >= FIT_SPAN_HOPS * p.hop_s:
+        rivals = [r for r in candidates
+                  if r.track != h.track and r.n * 2 >= p.min_hits and abs(r.t0 - h.t0) <= p.rival_window_s]  # fmt: skip
+        if not rivals:
             return False
-        return any(r.track != h.track and r.n * 2 >= p.min_hits and abs(r.t0 - h.t0) <= p.rival_window_s
-                   for r in candidates)  # fmt: skip
+        span = h.t_last - h.t0
+        if span < FIT_SPAN_HOPS * p.hop_s:
+            return True
+        excess = self._speed_excess(h)
+        if span < 2 * FIT_SPAN_HOPS * p.hop_s and (excess > 0 or any(self._speed_excess(r) > 0 for r in rivals)):
+            return True  # a slope outside over 16 hops may be the jitter of a track's first matches
+        return excess > 0 and any(self._speed_excess(r) < excess for r in rivals)
 
-    def _rival_rank(self, h: _Hypothesis) -> tuple[bool, float]:
-        """Rivals eligible in one hop: a fitted speed inside the tolerance before one held at its
-        edge (a recording at another tempo), then the more confident."""
-        p = self.params
-        speed, _ = h.line(p)
-        return abs(abs(speed - 1.0) - p.speed_tol) > 1e-9, h.confidence(p)
+    def _speed_excess(self, h: _Hypothesis) -> float:
+        """How far the fitted slope lies outside ``speed_tol`` (0 inside): the line of a recording at
+        another tempo does not fit at any allowed speed."""
+        return max(0.0, abs(h.slope(self.params) - 1.0) - self.params.speed_tol)
+
+    def _rival_rank(self, h: _Hypothesis) -> tuple[float, float]:
+        """Rivals eligible in one hop: the slope closer to the allowed speeds first (a recording at
+        another tempo lies outside), then the more confident."""
+        return -self._speed_excess(h), h.confidence(self.params)
 
     def _confidence_of(self, h: _Hypothesis) -> float:
         return h.confidence(self.params)

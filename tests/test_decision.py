@@ -221,6 +221,60 @@ def test_a_recording_at_another_tempo_loses_to_the_one_that_fits_speed_1_even_if
     assert_play(plays[0], right)
 
 
+def test_a_tempo_variant_first_matched_a_hop_later_is_still_a_rival():
+    """Hops are 1.024 s apart, so two recordings that begin to match one hop apart had first hits
+    more than 1 s apart: ``rival_window_s`` (1.5 s) must cover a hop, or both are reported."""
+    right = Segment(21, 40.0, 140.0, bit_error=0.14, hit_prob=1.0, context_s=2.0)
+    variant = Segment(22, 40.0, 140.0, speed=1.077, bit_error=0.06, hit_prob=1.0, context_s=2.0 + HOP)
+    m = CATALOG.matches(np.random.default_rng(9), hop_times(0.0, 180.0), [right, variant], share_overlaps=False)
+    playing = (m.times >= right.start_s)[:, None]
+    first_hit = {tid(t): m.times[(playing & (m.track_ids == tid(t))).any(axis=1)][0] for t in (21, 22)}
+    assert first_hit[tid(22)] - first_hit[tid(21)] == pytest.approx(HOP)
+    plays = decide(m.times, m.track_ids, m.offsets, m.distances)
+    assert [p.track_id for p in plays] == [tid(21)]
+    assert_play(plays[0], right)
+
+
+def test_rivals_whose_first_matches_jitter_wait_for_a_longer_fit():
+    """A track's first matches are often a second off (the model sees a partial window), which
+    over 16 hops tilts a slope by several percent: here both recordings' slopes lie outside the
+    tolerance at 16 hops, the variant's less so. Both keep waiting while either is outside, up
+    to 32 hops, and the longer fit tells them apart."""
+    right = Segment(21, 40.0, 140.0, bit_error=0.10, hit_prob=1.0)
+    variant = Segment(22, 40.0, 140.0, speed=1 / 1.077, bit_error=0.08, hit_prob=1.0)
+    m = CATALOG.matches(np.random.default_rng(4), hop_times(0.0, 180.0), [right, variant], share_overlaps=False)
+    early = (m.times < right.start_s + right.context_s + 4.0)[:, None]
+    offsets = m.offsets + np.where(early & (m.track_ids == tid(21)), 1.5, 0.0)
+    offsets += np.where(early & (m.track_ids == tid(22)), -1.0, 0.0)
+    plays = decide(m.times, m.track_ids, offsets, m.distances)
+    assert [p.track_id for p in plays] == [tid(21)]
+    assert plays[0].detected_s - right.start_s >= 2 * 16 * HOP
+    assert_play(plays[0], right)
+
+
+def test_a_first_match_one_passage_off_does_not_keep_the_true_line_from_forming():
+    """The first hop of a play matches the track 3.1 s off as well as (a little worse) at the
+    true offset, and a repeat 2.5 s off keeps matching on every hop (a loop, the neighbours of a
+    hit). The two lines come within the merge radius on the second hop: the one with more
+    evidence survives, not the older one, so the play has the true alignment, not the repeat's."""
+    seg = Segment(7, 50.0, 130.0, hit_prob=1.0, bit_error=0.08, context_s=2.0)
+    m = CATALOG.matches(np.random.default_rng(3), hop_times(0.0, 160.0), [seg])
+    ids, offsets, distances = m.track_ids.copy(), m.offsets.copy(), m.distances.copy()
+    rows = np.flatnonzero((m.track_ids == tid(7)).any(axis=1))
+    for i, row in enumerate(rows):
+        true = seg.offset_at(m.times[row])
+        ids[row, np.flatnonzero(ids[row] == tid(7))] = None  # only the three matches below
+        ids[row, :3] = tid(7)
+        if i == 0:  # the first hop: the wrong line is the closer match
+            offsets[row, :3], distances[row, :3] = [true + 3.1, true, true + 2.5], [14, 16, 20]
+        else:
+            offsets[row, :3], distances[row, :3] = [true, true + 2.5, true - 10.0], [5, 14, 20]
+    (play,) = decide(m.times, ids, offsets, distances)
+    assert play.track_id == tid(7)
+    assert play.origin_s == pytest.approx(seg.start_s, abs=HOP)  # not the repeat's, 2.5 s earlier
+    assert_play(play, seg)
+
+
 def test_a_play_resumed_at_its_alignment_after_a_long_dropout_gets_a_new_id():
     """Issue 11: a dropout longer than the hysteresis ends the play; the track resuming at the same
     alignment is a second play with the same origin, numbered by ``occurrence`` so that the
