@@ -172,6 +172,58 @@ def build_cache(sets: list[Path], cache: Path, k: int, corpus: Path, check_s: fl
     print(f"cached matches -> {cache} ({time.perf_counter() - started:.0f} s)")
 
 
+def peaks_path(cache: Path) -> Path:
+    return cache.with_name(cache.name.replace(".npz", "") + ".peaks.npz")
+
+
+def build_peaks(sets: list[Path], cache: Path, corpus: Path) -> None:
+    """Spectral peaks (streamd.peaks.extract) of every catalog track and every station, next to the
+    matches cache: what the peak-confirmed start (docs/decision.md, "Peaks") compares."""
+    import torch
+
+    from streamd.audio import load_audio
+    from streamd.eval.collect import write_split_manifest
+    from streamd.indexer import read_manifest
+    from streamd.melspec import offline_logmel
+    from streamd.peaks import extract
+
+    def peaks_of(path: Path) -> np.ndarray:
+        return extract(offline_logmel(torch.from_numpy(load_audio(path, 12000))))
+
+    started = time.perf_counter()
+    arrays: dict[str, np.ndarray] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = Path(tmp) / "catalog-test.csv"
+        write_split_manifest(corpus, "test", manifest)
+        jobs = read_manifest(manifest)
+    ids = []
+    for i, job in enumerate(jobs):
+        arrays[f"track/{i}"] = peaks_of(Path(job.path))
+        ids.append(job.track_id)
+    for set_dir in sets:
+        for station in json.loads((set_dir / "truth.json").read_text())["stations"]:
+            arrays[f"station/{set_dir.name}/{station['stream']}"] = peaks_of(set_dir / station["file"])
+    tmp = peaks_path(cache).with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, meta=np.array(json.dumps({"track_ids": ids, "sets": [s.name for s in sets]})), **arrays)
+    tmp.replace(peaks_path(cache))
+    print(f"peaks of {len(ids)} tracks and the stations -> {peaks_path(cache)} ({time.perf_counter() - started:.0f} s)")
+
+
+def load_peaks(cache: Path) -> dict[str, Any]:
+    """{set: PeakChecker} over the stations' and the catalog's cached peaks."""
+    from streamd.peaks import PeakChecker, recording_query
+
+    with np.load(peaks_path(cache), allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+        reference = {tid: data[f"track/{i}"] for i, tid in enumerate(meta["track_ids"])}
+        stations: dict[str, dict[str, np.ndarray]] = {}
+        for key in data.files:
+            if key.startswith("station/"):
+                _, set_name, stream = key.split("/")
+                stations.setdefault(set_name, {})[stream] = data[key]
+    return {name: PeakChecker(recording_query(by_stream), reference.get) for name, by_stream in stations.items()}
+
+
 def load_cache(cache: Path) -> tuple[dict[str, Any], dict[str, dict[str, dict[str, np.ndarray]]]]:
     """(meta, {set: {stream: {times, track_ids (object), offsets, distances}}})."""
     with np.load(cache, allow_pickle=False) as data:
@@ -260,20 +312,23 @@ def verification_distances(matches: dict, truths: dict[str, dict], catalog: Any,
 
 
 def events_for(params: DecisionParams, stations: dict[str, dict[str, np.ndarray]],
-               catalog: Any = None) -> list[scoring.Event]:
+               catalog: Any = None, peaks: Any = None) -> list[scoring.Event]:
     """The plays ``decide`` finds in every station, as scorer events (daemon semantics: detected_at_s).
-    With ``catalog`` (and codes in the cache) the tracker verifies, as the daemon does."""
+    With ``catalog`` (and codes in the cache) the tracker verifies, as the daemon does; with
+    ``peaks`` (a PeakChecker over these stations) it may start plays on peak agreement."""
     events = []
     for stream, m in stations.items():
         codes = m.get("codes") if catalog is not None else None
         for play in decide(m["times"], m["track_ids"], m["offsets"], m["distances"], params, stream,
-                           audio_start_s=0.0, codes=codes, catalog=catalog if codes is not None else None):
+                           audio_start_s=0.0, codes=codes, catalog=catalog if codes is not None else None,
+                           peaks=peaks):
             events.append(scoring.Event(stream, str(play.track_id), play.start_s, play.end_s, play.track_offset_s,
                                         play.confidence, play.detected_s))  # fmt: skip
     return events
 
 
-def evaluate(params: DecisionParams, matches: dict, truths: dict[str, dict], catalog: Any = None) -> dict[str, float]:
+def evaluate(params: DecisionParams, matches: dict, truths: dict[str, dict], catalog: Any = None,
+             peaks: dict[str, Any] | None = None) -> dict[str, float]:
     """One setting over every set: recall/precision/F1, latency and boundaries over the sets with
     catalog plays; false non-catalog events per 24 h over all sets' non-catalog hours."""
     found = required = scored = wrong = duplicate = false_nc = 0
@@ -282,7 +337,7 @@ def evaluate(params: DecisionParams, matches: dict, truths: dict[str, dict], cat
     start_errors: list[float] = []
     end_errors: list[float] = []
     for set_name, stations in matches.items():
-        events = events_for(params, stations, catalog)
+        events = events_for(params, stations, catalog, (peaks or {}).get(set_name))
         report = scoring.score(truths[set_name], events, daemon=True)
         o = report["overall"]
         found += o["found"]
@@ -367,7 +422,8 @@ def pareto(rows: list[dict[str, Any]]) -> set[int]:
 
 SWEPT = ("min_hits", "min_evidence", "min_confidence", "max_distance_ratio", "align_tol_s",
          "candidate_max_misses", "end_after_misses", "start_context_s", "end_bias_s", "from_start_max_s",
-         "rival_window_s", "verify_max_distance_ratio", "verify_gap_hops", "verify_history_hops")  # fmt: skip
+         "rival_window_s", "verify_max_distance_ratio", "verify_gap_hops", "verify_history_hops", "peak_hits",
+         "peak_min_agreement")  # fmt: skip
 
 
 def table_lines(rows: list[dict[str, Any]], front: set[int], markdown: bool) -> list[str]:
@@ -442,6 +498,8 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=Path("docs/img/decision-sweep.png"))
     parser.add_argument("--markdown", type=Path, default=None, help="also write the table as markdown here")
     parser.add_argument("--json", type=Path, default=None, help="every setting's scores as JSON")
+    parser.add_argument("--peaks", action="store_true",
+                        help="also cache the stations' and tracks' spectral peaks and replay with the peak check")
     parser.add_argument("--verify-distances", action="store_true",
                         help="print code distances at the true alignments (verification threshold) and stop")
     args = parser.parse_args()
@@ -457,6 +515,11 @@ def main() -> None:
     catalog = load_catalog(cache)
     print(f"matches of model {meta['model']}, k={k}, {meta['codes']} catalog codes, built {meta['built']}, "
           f"verification {'possible' if catalog is not None else 'off (cache without codes: --rebuild)'}")
+    peaks = None
+    if args.peaks:
+        if args.rebuild or not peaks_path(cache).exists():
+            build_peaks(args.sets, cache, args.corpus)
+        peaks = load_peaks(cache)
     if args.only_cache:
         return
     truths = {s.name: json.loads((s / "truth.json").read_text()) for s in args.sets}
@@ -474,7 +537,7 @@ def main() -> None:
     rows = []
     for params in settings:
         label = "defaults" if params == base else "previous defaults" if params == previous else ""
-        rows.append({"params": params, **evaluate(params, matches, truths, catalog), "is_default": params == base,
+        rows.append({"params": params, **evaluate(params, matches, truths, catalog, peaks), "is_default": params == base,
                      "label": label})
     print(f"{len(rows)} settings in {time.perf_counter() - started:.0f} s; "
           f"non-catalog audio: {rows[0]['nc_hours']:.2f} h (1 false event = {24 / rows[0]['nc_hours']:.1f} per 24 h)")

@@ -68,6 +68,11 @@ class DecisionParams:
     verify_max_distance_ratio: float = 0.3125  # a code this close (x K bits) to the predicted one verifies
     verify_history_hops: int = 40  # codes kept per stream for the look back at a play's start
     verify_gap_hops: int = 2  # hops after the last hit that may verify; failed hops the look back may cross
+    # Peaks (docs/decision.md, "Peaks"): a candidate with ``peak_hits`` hits whose line the stream's
+    # spectral peaks confirm (agreement >= ``peak_min_agreement``) starts without waiting for
+    # ``min_hits``. 0 turns it off (also without a peak checker).
+    peak_hits: int = 0
+    peak_min_agreement: float = 0.35
     id_quantum_s: float = 10.0  # plays of a track whose origins are closer may share an id bucket (events.py)
 
     @classmethod
@@ -94,6 +99,8 @@ class DecisionParams:
             verify_max_distance_ratio=d.verify_max_distance_ratio,
             verify_history_hops=d.verify_history_hops,
             verify_gap_hops=d.verify_gap_hops,
+            peak_hits=d.peak_hits,
+            peak_min_agreement=d.peak_min_agreement,
             id_quantum_s=d.event_id_quantum_s,
         )
 
@@ -148,6 +155,15 @@ class CodeLookup(Protocol):
     def codes_at(self, track_id: Any, offsets: np.ndarray, tolerance_s: float) -> tuple[np.ndarray, np.ndarray]:
         """(packed codes (n, K/8) uint8, found (n,) bool): the code of ``track_id`` nearest each
         offset, found when one lies within ``tolerance_s``."""
+        ...
+
+
+class PeakCheck(Protocol):
+    """Spectral-peak agreement of a stream's newest audio with a track at an offset (streamd.peaks)."""
+
+    def agreement(self, stream_id: str, t: float, track_id: Any, offset_s: float) -> float | None:
+        """Share of the stream's peaks before stream time ``t`` that lie on ``track_id``'s peaks when
+        ``t`` is at track offset ``offset_s`` (best lag and speed near it); None: no verdict."""
         ...
 
 
@@ -348,9 +364,11 @@ class Tracker:
     ``verify_history_hops`` hops. Streams are created on first sight and forgotten by :meth:`flush`.
     """
 
-    def __init__(self, params: DecisionParams | None = None, catalog: CodeLookup | None = None) -> None:
+    def __init__(self, params: DecisionParams | None = None, catalog: CodeLookup | None = None,
+                 peaks: PeakCheck | None = None) -> None:  # fmt: skip
         self.params = params or DecisionParams()
         self.catalog = catalog
+        self.peaks = peaks if self.params.peak_hits > 0 else None
         self._streams: dict[str, _StreamState] = {}
         p = self.params
         verifying = catalog is not None and p.verify_max_distance_ratio > 0 and p.verify_history_hops > 0
@@ -568,6 +586,10 @@ class Tracker:
             for h in state.plays:
                 if not h.hit:
                     self._verify(h, t, code)
+        if self.peaks is not None:  # peaks support an open play the search and the codes missed
+            for h in state.plays:
+                if not h.hit and self._peaks_agree(stream_id, h, t):
+                    h.support(t, h.predict(t, p), p.hop_s)
 
         if state.plays:
             for h in [h for h in state.plays if not h.hit and t - h.t_last > self._end_gap]:
@@ -586,7 +608,9 @@ class Tracker:
             del candidates[p.max_candidates :]
 
         started = False
-        eligible = [h for h in candidates if h.hit and h.n >= p.min_hits and h.score >= p.min_evidence]
+        eligible = [h for h in candidates if h.hit and h.score >= p.min_evidence
+                    and (h.n >= p.min_hits or (self.peaks is not None and h.n >= p.peak_hits
+                                               and self._peaks_agree(stream_id, h, t)))]  # fmt: skip
         if eligible and p.rival_window_s > 0:  # rivals (one piece, two recordings): see _awaits_rival
             eligible = [h for h in eligible if not self._awaits_rival(h, candidates)]
             if len(eligible) > 1:
@@ -691,6 +715,14 @@ class Tracker:
                 if failed > p.verify_gap_hops:
                     h.from_track_start = False
                     return
+
+    def _peaks_agree(self, stream_id: str, h: _Hypothesis, t: float) -> bool:
+        """The stream's spectral peaks of the last seconds lie on the track's at the offset ``h``
+        predicts (docs/decision.md, "Peaks"): independent evidence that lets a candidate start
+        with ``peak_hits`` hits instead of ``min_hits``."""
+        assert self.peaks is not None
+        agreement = self.peaks.agreement(stream_id, t, h.track, h.predict(t, self.params))
+        return agreement is not None and agreement >= self.params.peak_min_agreement
 
     def _patience(self, n: int) -> float:
         """How long after its last support a hypothesis with ``n`` hits that is not a play survives.
@@ -847,15 +879,17 @@ def decide(
     audio_start_s: float | None = None,
     codes: np.ndarray | None = None,
     catalog: CodeLookup | None = None,
+    peaks: PeakCheck | None = None,
 ) -> list[Play]:
     """All plays in one whole recording (hop times + their top-k matches), sorted by start.
 
     The offline counterpart of the daemon (``streamd recognize``, ``streamd eval``): the same
     :class:`Tracker`, fed hop by hop, then flushed. ``audio_start_s``: the stream time where the
     recording begins (0 for ``Fingerprinter.codes_for_audio``'s hop grid), if plays must not start
-    before it. ``codes`` (the packed code of every hop) and ``catalog`` turn verification on.
+    before it. ``codes`` (the packed code of every hop) and ``catalog`` turn verification on;
+    ``peaks`` (a :class:`PeakCheck` over the recording) the peak-confirmed start.
     """
-    tracker = Tracker(params, catalog)
+    tracker = Tracker(params, catalog, peaks)
     times = np.asarray(stream_times, dtype=np.float64).tolist()
     hop_codes = _code_ints(codes, len(times))
     ids = match_track_ids.tolist() if isinstance(match_track_ids, np.ndarray) else match_track_ids

@@ -550,3 +550,60 @@ def test_code_table_codes_at_gives_the_nearest_code_within_the_tolerance():
     assert found.tolist() == [True, True, True, False, False, False]
     assert all(np.array_equal(codes[i], station.track_codes[2][row]) for i, row in ((0, 0), (1, 1), (2, 2)))
     assert station.table.codes_at("unknown", np.array([1.0]), 1.0)[1].tolist() == [False]
+
+
+class TruthPeaks:
+    """A :class:`~streamd.decision.PeakCheck` stand-in: agreement 0.8 where the stream plays the
+    track near the offset asked (from ``delay_s`` into the segment), a chance level elsewhere."""
+
+    def __init__(self, segments: list[Segment], delay_s: float = 3.0, chance: float = 0.15) -> None:
+        self.segments, self.delay_s, self.chance, self.calls = segments, delay_s, chance, 0
+
+    def agreement(self, stream_id: str, t: float, track_id, offset_s: float) -> float | None:
+        self.calls += 1
+        for seg in self.segments:
+            if (tid(seg.track) == track_id and seg.start_s + self.delay_s <= t <= seg.end_s
+                    and abs(seg.offset_at(t) - offset_s) <= 1.5):  # fmt: skip
+                return 0.8
+        return self.chance
+
+
+PEAKS = DecisionParams(peak_hits=4)
+
+
+def test_peaks_that_confirm_a_line_start_the_play_after_peak_hits_hits():
+    seg = Segment(3, 60.0, 160.0, hit_prob=1.0)
+    m = CATALOG.matches(np.random.default_rng(12), hop_times(0.0, 200.0), [seg])
+    (slow,) = decide(m.times, m.track_ids, m.offsets, m.distances, PEAKS)  # no peak checker: min_hits
+    (fast,) = decide(m.times, m.track_ids, m.offsets, m.distances, PEAKS, peaks=TruthPeaks([seg]))
+    first_hit = seg.start_s + seg.context_s
+    assert fast.detected_s - first_hit <= (PEAKS.peak_hits + 1) * HOP
+    assert slow.detected_s - first_hit >= (PEAKS.min_hits - 1) * HOP
+    assert_play(fast, seg) and fast.origin_s == pytest.approx(slow.origin_s, abs=HOP)
+    (off,) = decide(m.times, m.track_ids, m.offsets, m.distances, DecisionParams(), peaks=TruthPeaks([seg]))
+    assert off.detected_s == slow.detected_s  # peak_hits 0: the checker is not asked
+
+
+def test_a_short_consistent_run_starts_only_if_the_peaks_agree():
+    """Non-catalog music that resembles a catalog track for a few seconds gives a line of 6-7
+    consistent hits (docs/decision.md): below ``min_hits`` no play, and peaks at chance level
+    (the highest seen on real stations is ~0.25) keep it that way; only agreeing peaks start it."""
+    run = Segment(7, 50.0, 58.0, hit_prob=1.0, context_s=0.0)
+    m = CATALOG.matches(np.random.default_rng(13), hop_times(0.0, 120.0), [run])
+    chance = TruthPeaks([], chance=0.3)
+    assert decide(m.times, m.track_ids, m.offsets, m.distances, PEAKS, peaks=chance) == []
+    assert chance.calls >= 3  # the line did ask, from its fourth hit on
+    assert len(decide(m.times, m.track_ids, m.offsets, m.distances, PEAKS, peaks=TruthPeaks([run], 0.0))) == 1
+
+
+def test_peaks_carry_a_play_over_a_dropout_of_the_search():
+    """Talk-over or noise hides the track from the search for longer than ``end_after_misses`` hops;
+    the peaks still agree at the line's offset, so the play goes on instead of ending and restarting."""
+    gap = (DecisionParams().end_after_misses + 8) * HOP
+    before = Segment(5, 40.0, 100.0, hit_prob=1.0)
+    after = Segment(5, 100.0 + gap, 180.0, track_offset_s=60.0 + gap, context_s=0.0, hit_prob=1.0)
+    m = CATALOG.matches(np.random.default_rng(14), hop_times(0.0, 220.0), [before, after])
+    assert len(decide(m.times, m.track_ids, m.offsets, m.distances, PEAKS)) == 2
+    whole = Segment(5, 40.0, 180.0)
+    (play,) = decide(m.times, m.track_ids, m.offsets, m.distances, PEAKS, peaks=TruthPeaks([whole]))
+    assert_play(play, whole)

@@ -1,0 +1,194 @@
+"""Spectral peaks of log-mel frames: an independent, fine-grained check of a candidate play.
+
+The hash model summarises ~4.4 s of audio in one code per 1.024 s hop, and the decision logic
+needs ``min_hits`` consistent hops before it trusts a line "stream plays track X at offset o":
+chance matches of non-catalog music are consistent for a handful of hops, because consecutive
+windows share most of their audio. That wait is most of the detection latency (docs/decision.md).
+
+Spectral peaks answer the same question on another level. A peak is a log-mel bin that is the
+largest of its neighbourhood (±``time_radius`` frames, ±``mel_radius`` mels) and stands out from
+its surroundings; a few dozen per second survive codecs, noise and EQ well (the landmark idea of
+Shazam, audfprint, Panako). Given a candidate's line, the peaks of the stream's newest seconds are
+compared with the catalog track's peaks at the predicted offset: at the true alignment most of
+them coincide within a frame and a mel bin, at chance a few percent. The line's offset is known
+only to a few tenths of a second and its speed to ±3 %, so the agreement is the best over a small
+range of lags and speeds.
+
+Pure numpy: ``extract`` turns frames into peaks, ``agreement`` scores one alignment.
+Reference peaks are extracted once per catalog track (``streamd index``), query peaks from the
+stream's frames when a candidate asks for a check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class PeakParams:
+    """How peaks are picked and compared (frames: 12 kHz / hop 256 = 46.9 per second)."""
+
+    time_radius: int = 7  # a peak is the largest bin within ±7 frames (±150 ms) ...
+    mel_radius: int = 5  # ... and ±5 mel bins
+    background_time: int = 23  # prominence = value − mean over ±23 frames ...
+    background_mel: int = 10  # ... and ±10 mels
+    min_prominence: float = 0.5  # log-power units above the local mean
+    per_second: int = 30  # the most prominent peaks kept per second (1 s blocks of frames)
+    frames_per_second: float = 12000 / 256
+    tolerance_frames: int = 1  # a query peak agrees with a reference peak within ±1 frame ...
+    tolerance_mels: int = 1  # ... and ±1 mel (a 3 % speed change moves a bin by about one)
+    min_query_peaks: int = 40  # fewer peaks in the query (silence, a fade): no verdict
+
+
+def _sliding_max(x: np.ndarray, radius: int, axis: int) -> np.ndarray:
+    """Max over ±``radius`` along ``axis`` (edges: over what exists)."""
+    out = x.copy()
+    n = x.shape[axis]
+    for shift in range(1, min(radius, n - 1) + 1):
+        a = [slice(None)] * x.ndim
+        b = [slice(None)] * x.ndim
+        a[axis], b[axis] = slice(shift, None), slice(None, n - shift)
+        np.maximum(out[tuple(a)], x[tuple(b)], out=out[tuple(a)])
+        np.maximum(out[tuple(b)], x[tuple(a)], out=out[tuple(b)])
+    return out
+
+
+def _box_mean(x: np.ndarray, radius: int, axis: int) -> np.ndarray:
+    """Mean over ±``radius`` along ``axis``, the edge values repeated beyond the ends."""
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (radius + 1, radius)
+    padded = np.pad(x, pad, mode="edge")
+    c = np.cumsum(padded, axis=axis, dtype=np.float64 if x.shape[axis] > 4096 else np.float32)
+    n = x.shape[axis]
+    hi = [slice(None)] * x.ndim
+    lo = [slice(None)] * x.ndim
+    hi[axis], lo[axis] = slice(2 * radius + 1, 2 * radius + 1 + n), slice(0, n)
+    return ((c[tuple(hi)] - c[tuple(lo)]) / (2 * radius + 1)).astype(np.float32)
+
+
+def extract(frames: np.ndarray | torch.Tensor, params: PeakParams = PeakParams(), first_frame: int = 0) -> np.ndarray:
+    """Peaks of log-mel ``frames`` (n_mels, T): int32 array (N, 2) of [frame index, mel bin], sorted
+    by frame. ``first_frame`` is the index of ``frames[:, 0]`` in the whole signal, so that peaks of
+    a window and of the whole signal share one frame axis. Peaks within ``time_radius`` frames of
+    either end of the window may differ from those of the whole signal."""
+    x = np.asarray(frames.numpy() if isinstance(frames, torch.Tensor) else frames, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"frames must be (n_mels, T), got shape {x.shape}")
+    if x.shape[1] == 0:
+        return np.zeros((0, 2), dtype=np.int32)
+    p = params
+    local_max = _sliding_max(_sliding_max(x, p.mel_radius, 0), p.time_radius, 1)
+    prominence = x - _box_mean(_box_mean(x, p.background_mel, 0), p.background_time, 1)
+    mels, times = np.nonzero((x == local_max) & (prominence >= p.min_prominence))
+    if len(times) == 0:
+        return np.zeros((0, 2), dtype=np.int32)
+    strength = prominence[mels, times]
+    block = np.floor((times + first_frame) / p.frames_per_second).astype(np.int64)
+    # Keep the most prominent `per_second` peaks of each 1 s block (blocks on the whole-signal axis).
+    order = np.lexsort((-strength, block))
+    block, times, mels = block[order], times[order], mels[order]
+    rank = np.arange(len(block)) - np.searchsorted(block, block, side="left")
+    keep = rank < p.per_second
+    peaks = np.stack([times[keep] + first_frame, mels[keep]], axis=1).astype(np.int32)
+    return peaks[np.argsort(peaks[:, 0], kind="stable")]
+
+
+def agreement(
+    query: np.ndarray,
+    reference: np.ndarray,
+    query_end: int,
+    reference_end: float,
+    max_lag: int,
+    speeds: tuple[float, ...] = (1.0,),
+    params: PeakParams = PeakParams(),
+) -> float | None:
+    """Share of the ``query`` peaks that lie on ``reference`` peaks under the best lag and speed.
+
+    ``query`` peaks (frame, mel) end at stream frame ``query_end``, which the candidate's line maps
+    to reference frame ``reference_end``; a query peak at frame ``k`` is expected at reference frame
+    ``reference_end + (k − query_end) × speed + lag`` for some ``|lag| ≤ max_lag`` frames and speed
+    in ``speeds``, within ``tolerance_frames`` and ``tolerance_mels``. ``reference`` need only hold
+    the peaks near that range. None when the query has fewer than ``min_query_peaks`` peaks."""
+    p = params
+    if len(query) < p.min_query_peaks:
+        return None
+    if len(reference) == 0:
+        return 0.0
+    q_time = (query[:, 0] - query_end).astype(np.float64)
+    close = np.abs(query[:, 1, None] - reference[None, :, 1]) <= p.tolerance_mels  # (Q, R)
+    rows, cols = np.nonzero(close)
+    width = 2 * (max_lag + p.tolerance_frames) + 1
+    best = 0
+    for speed in speeds:
+        lag = np.rint(reference[cols, 0] - reference_end - q_time[rows] * speed).astype(np.int64)
+        inside = np.abs(lag) <= max_lag + p.tolerance_frames
+        on = np.zeros((len(query), width), dtype=bool)
+        on[rows[inside], lag[inside] + max_lag + p.tolerance_frames] = True
+        # a query peak agrees at lag L if it has a reference peak at L ± tolerance_frames
+        spread = on.copy()
+        for shift in range(1, p.tolerance_frames + 1):
+            spread[:, shift:] |= on[:, :-shift]
+            spread[:, :-shift] |= on[:, shift:]
+        counts = spread[:, p.tolerance_frames : width - p.tolerance_frames].sum(axis=0)
+        best = max(best, int(counts.max()))
+    return best / len(query)
+
+
+def frame_at(t_s: float, sample_rate: int = 12000, n_fft: int = 512, hop_length: int = 256) -> float:
+    """Index (fractional) of the frame that ends at time ``t_s`` of its signal: frame ``k`` covers
+    samples ``[k × hop, k × hop + n_fft)`` (streamd.melspec), and stream times / catalog offsets are
+    window *ends*."""
+    return (t_s * sample_rate - n_fft) / hop_length
+
+
+class PeakChecker:
+    """Agreement of a stream's newest peaks with a catalog track at a predicted offset (the
+    ``decision.PeakCheck`` protocol), from two lookups:
+
+    - ``query(stream_id, start_s, end_s)``: the stream's peaks (frame, mel) between two stream
+      times, frames on the axis where frame ``k`` ends at ``frame_at``'s time (None: not held);
+    - ``reference(track_id)``: the track's peaks, frames from the track's first sample (None: none
+      stored).
+
+    The line's offset is known to a few tenths of a second and its speed to ``speed_tol``: the
+    agreement is the best over lags of ±``max_lag_s`` and five speeds across the tolerance.
+    """
+
+    def __init__(self, query, reference, params: PeakParams = PeakParams(), window_s: float = 4.0,
+                 max_lag_s: float = 1.5, speed_tol: float = 0.03) -> None:  # fmt: skip
+        self.query, self.reference, self.params = query, reference, params
+        self.window_s = window_s
+        self.max_lag = int(round(max_lag_s * params.frames_per_second))
+        self.speeds = tuple(float(s) for s in np.linspace(1 - speed_tol, 1 + speed_tol, 5))
+        self.checks = 0
+
+    def agreement(self, stream_id: str, t: float, track_id, offset_s: float) -> float | None:
+        query = self.query(stream_id, t - self.window_s, t)
+        reference = self.reference(track_id)
+        if query is None or reference is None:
+            return None
+        self.checks += 1
+        reference_end = frame_at(offset_s)
+        reach = (self.window_s * (1 + max(abs(s - 1) for s in self.speeds))) * self.params.frames_per_second
+        lo = np.searchsorted(reference[:, 0], reference_end - reach - self.max_lag - 2)
+        hi = np.searchsorted(reference[:, 0], reference_end + self.max_lag + 2, side="right")
+        return agreement(query, reference[lo:hi], int(np.floor(frame_at(t))), reference_end, self.max_lag,
+                         self.speeds, self.params)  # fmt: skip
+
+
+def recording_query(peaks_by_stream: dict[str, np.ndarray]):
+    """``PeakChecker.query`` over whole recordings' peaks (``extract`` of each recording's frames,
+    as ``streamd recognize`` and the decision sweep hold them), stream time 0 = first sample."""
+
+    def query(stream_id: str, start_s: float, end_s: float) -> np.ndarray | None:
+        peaks = peaks_by_stream.get(stream_id)
+        if peaks is None:
+            return None
+        lo = np.searchsorted(peaks[:, 0], np.ceil(frame_at(start_s)))
+        hi = np.searchsorted(peaks[:, 0], np.floor(frame_at(end_s)), side="right")
+        return peaks[lo:hi]
+
+    return query
