@@ -123,7 +123,7 @@ class DaemonConfig:
     verify_max_distance_ratio: float = _bounded(0.3125, 0.0, 0.5)  # 0: no verification
     verify_history_hops: int = _bounded(40, 0, 1000)
     verify_gap_hops: int = _bounded(2, 0, 100)
-    peak_hits: int = _bounded(0, 0, 1000)  # 0: no peak-confirmed start (streamd/peaks.py)
+    peak_hits: int = _bounded(4, 0, 1000)  # 0: no peak-confirmed start (streamd/peaks.py, docs/decision.md)
     peak_min_agreement: float = _bounded(0.35, 0.0, 1.0)
     # Events, ops and metrics (streamd/events.py, streamd/httpserver.py, streamd/metrics.py).
     event_id_quantum_s: float = _bounded(10.0, 0.001, 3600.0)

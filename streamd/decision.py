@@ -71,7 +71,7 @@ class DecisionParams:
     # Peaks (docs/decision.md, "Peaks"): a candidate with ``peak_hits`` hits whose line the stream's
     # spectral peaks confirm (agreement >= ``peak_min_agreement``) starts without waiting for
     # ``min_hits``. 0 turns it off (also without a peak checker).
-    peak_hits: int = 0
+    peak_hits: int = 4
     peak_min_agreement: float = 0.35
     id_quantum_s: float = 10.0  # plays of a track whose origins are closer may share an id bucket (events.py)
 
@@ -609,8 +609,7 @@ class Tracker:
 
         started = False
         eligible = [h for h in candidates if h.hit and h.score >= p.min_evidence
-                    and (h.n >= p.min_hits or (self.peaks is not None and h.n >= p.peak_hits
-                                               and self._peaks_agree(stream_id, h, t)))]  # fmt: skip
+                    and (h.n >= p.min_hits or self._peak_start(stream_id, state, h, t))]  # fmt: skip
         if eligible and p.rival_window_s > 0:  # rivals (one piece, two recordings): see _awaits_rival
             eligible = [h for h in eligible if not self._awaits_rival(h, candidates)]
             if len(eligible) > 1:
@@ -715,6 +714,13 @@ class Tracker:
                 if failed > p.verify_gap_hops:
                     h.from_track_start = False
                     return
+
+    def _peak_start(self, stream_id: str, state: _StreamState, h: _Hypothesis, t: float) -> bool:
+        """A candidate with ``peak_hits`` (not ``min_hits``) hits may start: it could start otherwise
+        (confidence, no play of its track open; checked first, they cost nothing) and the peaks agree."""
+        p = self.params
+        return (self.peaks is not None and h.n >= p.peak_hits and h.confidence(p) >= p.min_confidence
+                and not any(o.track == h.track for o in state.plays) and self._peaks_agree(stream_id, h, t))  # fmt: skip
 
     def _peaks_agree(self, stream_id: str, h: _Hypothesis, t: float) -> bool:
         """The stream's spectral peaks of the last seconds lie on the track's at the offset ``h``

@@ -82,6 +82,7 @@ class Encoded:
     duration_s: float
     sha256: str
     tags: dict[str, str]
+    peaks: np.ndarray | None = None  # spectral peaks of the whole track (streamd.peaks)
 
 
 @dataclass
@@ -246,6 +247,17 @@ def read_tags(path: Path) -> dict[str, str]:
     return found
 
 
+def track_peaks(audio: np.ndarray) -> np.ndarray:
+    """Spectral peaks of a whole 12 kHz track (streamd.peaks): what the decision logic compares a
+    stream's newest seconds with when a candidate asks for a peak check."""
+    import torch
+
+    from streamd.melspec import offline_logmel
+    from streamd.peaks import extract
+
+    return extract(offline_logmel(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))))
+
+
 def encode_file(job: Job, encoder: Encoder) -> Encoded | Failure:
     """Decode one file and compute its codes; any problem becomes a :class:`Failure`."""
     from streamd.audio import load_audio
@@ -259,7 +271,8 @@ def encode_file(job: Job, encoder: Encoder) -> Encoded | Failure:
             return Failure(str(job.path), f"encoder returned codes {codes.shape} and offsets {offsets.shape}")
         if len(codes) == 0:
             return Failure(str(job.path), f"too short to fingerprint ({len(audio) / SAMPLE_RATE:.1f} s)")
-        return Encoded(job, codes, offsets, len(audio) / SAMPLE_RATE, file_sha256(job.path), read_tags(job.path))
+        return Encoded(job, codes, offsets, len(audio) / SAMPLE_RATE, file_sha256(job.path), read_tags(job.path),
+                       track_peaks(audio))
     except StreamdError as exc:
         return Failure(str(job.path), str(exc))
     except MemoryError:
@@ -352,7 +365,9 @@ def _split_unchanged(jobs: Sequence[Job], stored: dict[str, dict[str, str]], rep
             todo.append(job)
             continue
         same_path = old["source_path"] == str(job.path)
-        if same_path and old["source_size"] == str(st.st_size) and old["source_mtime_ns"] == str(st.st_mtime_ns):
+        if old.get("has_peaks") == "0" and (same_path or old["source_sha256"] == file_sha256(job.path)):
+            todo.append(job)  # indexed before peaks were stored: encode again to add them
+        elif same_path and old["source_size"] == str(st.st_size) and old["source_mtime_ns"] == str(st.st_mtime_ns):
             unchanged += 1
         elif old["source_size"] == str(st.st_size) and old["source_sha256"] == file_sha256(job.path):
             unchanged += 1  # touched or moved, same bytes
@@ -447,7 +462,7 @@ def _write(catalog: Catalog, generation: int, encoder: Encoder, result: Encoded,
     except OSError as exc:
         report.failed.append(Failure(str(result.job.path), exc.strerror or "vanished while indexing"))
         return
-    track = Track(result.job.track_id, result.codes, result.offsets, _track_info(result, encoder, stat))
+    track = Track(result.job.track_id, result.codes, result.offsets, _track_info(result, encoder, stat), result.peaks)
     catalog.put_track(generation, track, encoder.bits)
     report.indexed += 1
     report.codes += len(result.codes)

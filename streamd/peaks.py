@@ -164,9 +164,12 @@ class PeakChecker:
         self.max_lag = int(round(max_lag_s * params.frames_per_second))
         self.speeds = tuple(float(s) for s in np.linspace(1 - speed_tol, 1 + speed_tol, 5))
         self.checks = 0
+        self._last_query: tuple = (None, None)
 
     def agreement(self, stream_id: str, t: float, track_id, offset_s: float) -> float | None:
-        query = self.query(stream_id, t - self.window_s, t)
+        if self._last_query[0] != (stream_id, t):  # several candidates of a hop share the query
+            self._last_query = ((stream_id, t), self.query(stream_id, t - self.window_s, t))
+        query = self._last_query[1]
         reference = self.reference(track_id)
         if query is None or reference is None:
             return None

@@ -60,11 +60,16 @@ def broadcast(out: Path, catalog: list, unknown: list, minutes: float, streams: 
     return truth, audios
 
 
-def catalog_searcher(fp: Any, tracks: list[dataset.Track]) -> TableSearcher:
+def catalog_searcher(fp: Any, tracks: list[dataset.Track], peaks: bool = False) -> TableSearcher:
+    """The tracks indexed in memory; with ``peaks``, their spectral peaks too (as ``streamd index``)."""
+    from streamd.indexer import track_peaks
+
     rows = []
     for t in tracks:
-        codes, offsets = fp.codes_for_audio(dataset.load_audio(t))
-        rows.append(Track(t.track_id, codes, offsets.astype(np.float32), {"title": t.track_id}))
+        audio = dataset.load_audio(t)
+        codes, offsets = fp.codes_for_audio(audio)
+        rows.append(Track(t.track_id, codes, offsets.astype(np.float32), {"title": t.track_id},
+                          track_peaks(audio) if peaks else None))  # fmt: skip
     return TableSearcher(CodeTable.build(fp.bits, rows, SearchSettings()), name="test")
 
 

@@ -170,3 +170,50 @@ def test_split_batches_give_the_same_codes_as_one_batch():
     for one, parts in zip(results[1], results[3], strict=True):
         assert one.shape == (n, 1, fp.bits // 8)
         assert np.array_equal(one, parts)
+
+
+def test_the_peaks_of_a_stream_are_those_of_the_whole_recording(corpus_dir):
+    """What the pipeline hands the peak check — peaks of the frames its front end holds, chunked
+    as they came — equals the peaks of the whole recording's offline frames (away from the newest
+    edge, where frames that would decide a peak do not exist yet); frames that have left the ring
+    give no answer."""
+    from streamd.melspec import offline_logmel
+    from streamd.peaks import PeakParams, extract, frame_at
+
+    _, audio, _ = program(corpus_dir)
+    fp = ProjectionFingerprinter()
+    pipeline = pipeline_from_config(load_config(), fp, catalog_searcher(fp, []), shed_lag_s=np.inf, max_lag_s=np.inf)
+    pipeline.feed(list(chunks(audio[: 60 * SR], start_ms=1_000_000)))
+    whole = extract(offline_logmel(torch.from_numpy(audio[: 60 * SR])))
+    t = 1000.0 + 55.0
+    got = pipeline._stream_peaks("s", t - 4.0, t)
+    edge = int(frame_at(55.0)) - PeakParams().time_radius
+    inside = lambda p, lo, hi: {tuple(x) for x in p.tolist() if lo <= x[0] < hi}  # noqa: E731
+    lo = int(np.ceil(frame_at(51.0)))
+    assert len(inside(got, lo, edge)) > 50 and inside(got, lo, edge) == inside(whole, lo, edge)
+    assert pipeline._stream_peaks("s", 1000.0 + 5.0, 1000.0 + 9.0) is None  # out of the 29 s ring
+    assert pipeline._stream_peaks("other", t - 4.0, t) is None
+
+
+def test_a_catalog_with_peaks_detects_plays_earlier(corpus_dir):
+    """The same station through the same pipeline, the catalog indexed with and without peaks:
+    with them, plays are detected after ``peak_hits`` hits instead of ``min_hits``, and the same
+    plays are reported."""
+    from streamd.decision import STARTED
+
+    catalog, audio, truth = program(corpus_dir)
+    fp = ProjectionFingerprinter()
+    config = load_config(overrides=BOUNDARY_CALIBRATION)
+    detected, plays = {}, {}
+    for peaks in (False, True):
+        pipeline = pipeline_from_config(config, fp, catalog_searcher(fp, catalog, peaks=peaks), shed_lag_s=np.inf,
+                                        max_lag_s=np.inf)  # fmt: skip
+        decisions = pipeline.feed(list(chunks(audio))) + pipeline.end_all()
+        detected[peaks] = {d.event.play.track_id: d.event.play.detected_s for d in decisions
+                           if d.event.type == STARTED}  # fmt: skip
+        plays[peaks] = {d.event.play.track_id for d in decisions if d.event.type == STARTED}
+        assert pipeline.peaks.checks > 0 if peaks else pipeline.peaks.checks == 0
+    assert plays[True] == plays[False] == {track for track, _, _ in truth}
+    for track, start, _ in truth:
+        assert detected[True][track] <= detected[False][track] - 3 * 1.024, (track, detected)
+        assert detected[True][track] - start <= 8.0, (track, detected)  # 6.3 s each when written

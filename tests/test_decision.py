@@ -580,7 +580,7 @@ def test_peaks_that_confirm_a_line_start_the_play_after_peak_hits_hits():
     assert fast.detected_s - first_hit <= (PEAKS.peak_hits + 1) * HOP
     assert slow.detected_s - first_hit >= (PEAKS.min_hits - 1) * HOP
     assert_play(fast, seg) and fast.origin_s == pytest.approx(slow.origin_s, abs=HOP)
-    (off,) = decide(m.times, m.track_ids, m.offsets, m.distances, DecisionParams(), peaks=TruthPeaks([seg]))
+    (off,) = decide(m.times, m.track_ids, m.offsets, m.distances, DecisionParams(peak_hits=0), peaks=TruthPeaks([seg]))
     assert off.detected_s == slow.detected_s  # peak_hits 0: the checker is not asked
 
 

@@ -82,6 +82,27 @@ def test_put_read_replace_delete_and_counters(catalog: Catalog) -> None:
     assert {c.epoch for c in changes} == {catalog.info().epoch}
 
 
+def test_peaks_are_stored_with_a_track_replaced_with_it_and_deleted_with_it(client: redis.Redis,
+                                                                            catalog: Catalog) -> None:
+    """A track's spectral peaks (streamd.peaks) travel with its codes; a track written without
+    them (indexed before peaks existed, or by a tool) reads back with none, and a replacement
+    without peaks drops the old ones."""
+    g = catalog.ensure(64, 48, "m1").generation
+    peaks = np.array([[3, 10], [3, 70], [40, 5], [2**20, 95]], dtype=np.int32)
+    with_peaks = make_track("a", 6)
+    with_peaks.peaks = peaks
+    catalog.put_track(g, with_peaks, 64)
+    catalog.put_track(g, make_track("b", 4), 64)
+    tracks = {t.track_id: t for t in catalog.read_tracks(g, ["a", "b"], 64)}
+    assert np.array_equal(tracks["a"].peaks, peaks) and tracks["a"].peaks.dtype == np.int32
+    assert tracks["b"].peaks is None and client.exists(catalog.keys.peaks(g, "b")) == 0
+    catalog.put_track(g, make_track("a", 6), 64)  # replaced without peaks
+    assert next(catalog.read_tracks(g, ["a"], 64)).peaks is None
+    catalog.put_track(g, with_peaks, 64)
+    catalog.delete_track("a")
+    assert client.exists(catalog.keys.peaks(g, "a")) == 0
+
+
 def test_bad_codes_are_rejected_before_writing(catalog: Catalog) -> None:
     g = catalog.ensure(64, 48, "m1").generation
     bad = make_track("a", 3, bits=32)

@@ -83,6 +83,26 @@ def test_index_a_folder_then_resume_and_skip_unchanged(config: Config, catalog: 
     assert catalog.info().version == info.version + 1
 
 
+def test_index_stores_peaks_and_backfills_tracks_indexed_without_them(config: Config, catalog: Catalog,
+                                                                       music: Path) -> None:
+    """Each indexed track gets its spectral peaks (streamd.peaks, those of the whole decoded file).
+    A track stored without peaks (indexed by an older streamd) is not "unchanged": the next run
+    encodes it again and adds them; then it is unchanged."""
+    from streamd.indexer import track_peaks
+
+    report = run(config, catalog, [music / "one.wav", music / "two.wav"])
+    g = catalog.info().generation
+    stored = {t.track_id: t for t in catalog.read_tracks(g, ["one", "two"], 64)}
+    assert report.indexed == 2 and np.array_equal(stored["two"].peaks, track_peaks(load_audio(music / "two.wav")))
+    old = next(catalog.read_tracks(g, ["one"], 64, info_fields=None))
+    old.peaks = None
+    catalog.put_track(g, old, 64)  # as an older streamd wrote it (info kept: same source)
+    again = run(config, catalog, [music / "one.wav", music / "two.wav"])
+    assert (again.indexed, again.unchanged) == (1, 1)
+    assert next(catalog.read_tracks(g, ["one"], 64)).peaks is not None
+    assert run(config, catalog, [music / "one.wav"]).unchanged == 1
+
+
 def test_duplicate_ids_fail_before_anything_is_written(config: Config, catalog: Catalog, tmp_path: Path) -> None:
     write_wav(tmp_path / "a" / "menu.wav", tone_signal(3, 1))
     write_wav(tmp_path / "b" / "menu.wav", tone_signal(3, 2))

@@ -102,6 +102,27 @@ def test_rebuild_and_delete_reach_the_replica(redis_url: str, catalog: Catalog) 
         replica.stop()
 
 
+def test_the_replica_serves_peaks_after_a_full_sync_and_after_changes(redis_url: str, catalog: Catalog) -> None:
+    g = catalog.ensure(64, 48, "m1").generation
+    first = make_track("a", 10, 1)
+    first.peaks = np.array([[1, 2], [5, 90]], dtype=np.int32)
+    catalog.put_track(g, first, 64)
+    replica = start_replica(redis_url, catalog.name)
+    try:
+        assert np.array_equal(replica.peaks_of("a"), first.peaks) and replica.peaks_of("b") is None
+        second = make_track("b", 12, 2)
+        second.peaks = np.array([[7, 7]], dtype=np.int32)
+        catalog.put_track(g, second, 64)
+        catalog.put_track(g, make_track("a", 10, 3), 64)  # replaced without peaks
+        assert replica.wait_for(lambda r: r.version == 3, timeout_s=10)
+        assert np.array_equal(replica.peaks_of("b"), second.peaks) and replica.peaks_of("a") is None
+        catalog.delete_track("b")
+        assert replica.wait_for(lambda r: r.version == 4, timeout_s=10)
+        assert replica.peaks_of("b") is None
+    finally:
+        replica.stop()
+
+
 def test_lost_history_forces_a_full_resync(redis_url: str, catalog: Catalog) -> None:
     client = catalog.client
     g = catalog.ensure(64, 48, "m1").generation

@@ -48,11 +48,13 @@ from streamd.daemon import state as stream_state
 from streamd.decision import ENDED, STARTED, DecisionParams, Play, PlayEvent, Tracker
 from streamd.frontend import FrontendBank
 from streamd.metrics import Metrics, observe_many
+from streamd.peaks import PeakChecker, PeakParams, extract, frame_at
 from streamd.protocol import Chunk
 
 WAVE_S = 8.0  # audio per stream pushed before the ready hops are drained (ring holds 29 s)
 CATCH_UP_HOPS = 8  # most hops one stream advances in one batch when it has a backlog
 MIN_SPLIT_ROWS = 64  # a batch is split (batch_split) only into parts of at least this many streams
+PEAK_MARGIN_FRAMES = PeakParams().time_radius + 1  # frames read beyond a peak window: its edges' peaks are exact
 
 
 class Searcher(Protocol):
@@ -70,6 +72,11 @@ class Searcher(Protocol):
     def codes_at(self, track_id: str, offsets: np.ndarray, tolerance_s: float) -> tuple[np.ndarray, np.ndarray]:
         """Catalog codes by position (:meth:`streamd.store.table.CodeTable.codes_at`): the decision
         logic verifies its plays with them."""
+        ...
+
+    def peaks_of(self, track_id: str) -> np.ndarray | None:
+        """The track's spectral peaks (streamd.peaks), None if the catalog holds none: the decision
+        logic's peak check (docs/decision.md, "Peaks")."""
         ...
 
 
@@ -91,6 +98,9 @@ class TableSearcher:
 
     def codes_at(self, track_id: str, offsets: np.ndarray, tolerance_s: float) -> tuple[np.ndarray, np.ndarray]:
         return self.table.codes_at(track_id, offsets, tolerance_s)
+
+    def peaks_of(self, track_id: str) -> np.ndarray | None:
+        return self.table.peaks_of(track_id)
 
 
 @dataclasses.dataclass
@@ -157,7 +167,8 @@ class Pipeline:
         self.searcher = searcher
         self.params = params
         self.bank = FrontendBank(frontend)
-        self.tracker = Tracker(params, catalog=searcher)
+        self.peaks = PeakChecker(self._stream_peaks, searcher.peaks_of, speed_tol=params.speed_tol)
+        self.tracker = Tracker(params, catalog=searcher, peaks=self.peaks)
         self.top_k = top_k
         self.max_batch = max_batch
         self.shed_lag_s = shed_lag_s
@@ -179,6 +190,24 @@ class Pipeline:
         self.keep_delays = False
 
     # --- streams -----------------------------------------------------------------------------
+
+    def _stream_peaks(self, stream_id: str, start_s: float, end_s: float) -> np.ndarray | None:
+        """Spectral peaks of the stream's frames between two stream times (the tracker's clock:
+        capture epoch seconds of hop ends), on the frame axis of the stream's (re)start, as
+        ``PeakChecker`` asks for them; None when those frames have left the ring."""
+        if stream_id not in self.bank:
+            return None
+        state = self.bank.stream(stream_id)
+        origin_s = state.start_ts_ms / 1000.0
+        first = max(0, int(np.ceil(frame_at(start_s - origin_s))))
+        last = min(int(np.floor(frame_at(end_s - origin_s))), state.ring.count - 1)
+        lo = first - PEAK_MARGIN_FRAMES
+        hi = min(last + PEAK_MARGIN_FRAMES, state.ring.count - 1)
+        if last < first or lo < state.ring.count - self.bank.window_frames:
+            return None
+        frames = state.ring.read(lo, hi - lo + 1, np.empty((self.bank.params.n_mels, hi - lo + 1), np.float32))
+        peaks = extract(frames, first_frame=lo)
+        return peaks[(peaks[:, 0] >= first) & (peaks[:, 0] <= last)]
 
     def _slot(self) -> int:
         if not self._free_slots:

@@ -16,6 +16,8 @@ key                                  type    content
 ``streamd:{C}:g<G>:codes:<id>``      string  the track's packed codes, n × K/8 bytes back to back
 ``streamd:{C}:g<G>:offsets:<id>``    string  n little-endian float32: track time (s) of each window's end
 ``streamd:{C}:g<G>:info:<id>``       hash    title, artist, duration_s, source_*, manifest fields...
+``streamd:{C}:g<G>:peaks:<id>``      string  spectral peaks (streamd.peaks), little-endian int32 pairs
+                                             [frame, mel]; absent for tracks indexed without them
 ===================================  ======  ==============================================================
 
 ``version`` counts visible changes; ``epoch`` is a random id fixed when the catalog is created (a
@@ -116,8 +118,12 @@ class Keys:
     def info(self, generation: int, track_id: str) -> str:
         return f"{self.prefix}g{generation}:info:{track_id}"
 
+    def peaks(self, generation: int, track_id: str) -> str:
+        return f"{self.prefix}g{generation}:peaks:{track_id}"
+
     def track_keys(self, generation: int, track_id: str) -> list[str]:
-        return [self.codes(generation, track_id), self.offsets(generation, track_id), self.info(generation, track_id)]
+        return [self.codes(generation, track_id), self.offsets(generation, track_id), self.info(generation, track_id),
+                self.peaks(generation, track_id)]
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,7 @@ class Track:
     codes: np.ndarray
     offsets: np.ndarray
     info: dict[str, str] = field(default_factory=dict)
+    peaks: np.ndarray | None = None  # (N, 2) int32 [frame, mel] (streamd.peaks), None: not stored
 
 
 @dataclass(frozen=True)
@@ -186,8 +193,9 @@ redis.call('HSET', KEYS[2], 'bits', ARGV[3], 'hop_frames', ARGV[4], 'model_versi
 return 1
 """
 
-# KEYS: meta, changes, generation meta, tracks, codes, offsets, info
-# ARGV: generation, track, codes, offsets, n_codes, maxlen, now, code_bytes, info field/value pairs...
+# KEYS: meta, changes, generation meta, tracks, codes, offsets, info, peaks
+# ARGV: generation, track, codes, offsets, n_codes, maxlen, now, code_bytes, peaks ('' = none),
+#       info field/value pairs...
 _PUT = """
 local m = redis.call('HMGET', KEYS[1], 'generation', 'building', 'epoch')
 if m[1] ~= ARGV[1] and m[2] ~= ARGV[1] then
@@ -197,8 +205,9 @@ local old = math.floor(redis.call('STRLEN', KEYS[5]) / tonumber(ARGV[8]))
 local added = redis.call('SADD', KEYS[4], ARGV[2])
 redis.call('SET', KEYS[5], ARGV[3])
 redis.call('SET', KEYS[6], ARGV[4])
-redis.call('DEL', KEYS[7])
-if #ARGV > 8 then redis.call('HSET', KEYS[7], unpack(ARGV, 9)) end
+redis.call('DEL', KEYS[7], KEYS[8])
+if ARGV[9] ~= '' then redis.call('SET', KEYS[8], ARGV[9]) end
+if #ARGV > 9 then redis.call('HSET', KEYS[7], unpack(ARGV, 10)) end
 redis.call('HINCRBY', KEYS[3], 'tracks', added)
 redis.call('HINCRBY', KEYS[3], 'codes', tonumber(ARGV[5]) - old)
 if m[1] ~= ARGV[1] then return 0 end
@@ -209,7 +218,7 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'op', 'put', 'track', A
 return v
 """
 
-# KEYS: meta, changes, generation meta, tracks, codes, offsets, info
+# KEYS: meta, changes, generation meta, tracks, codes, offsets, info, peaks
 # ARGV: generation, track, maxlen, now, code_bytes
 _DELETE = """
 local m = redis.call('HMGET', KEYS[1], 'generation', 'epoch')
@@ -218,7 +227,7 @@ if m[1] ~= ARGV[1] then
 end
 if redis.call('SREM', KEYS[4], ARGV[2]) == 0 then return 0 end
 local old = math.floor(redis.call('STRLEN', KEYS[5]) / tonumber(ARGV[5]))
-redis.call('DEL', KEYS[5], KEYS[6], KEYS[7])
+redis.call('DEL', KEYS[5], KEYS[6], KEYS[7], KEYS[8])
 redis.call('HINCRBY', KEYS[3], 'tracks', -1)
 redis.call('HINCRBY', KEYS[3], 'codes', -old)
 local v = redis.call('HINCRBY', KEYS[1], 'version', 1)
@@ -341,7 +350,8 @@ class Catalog:
         return sorted(_text(t) for t in self.client.sscan_iter(self.keys.tracks(generation), count=1000))
 
     def stored_sources(self, generation: int, track_ids: Iterable[str]) -> dict[str, dict[str, str]]:
-        """The ``source_*`` fields of the given tracks (those that exist), for unchanged-file checks."""
+        """The ``source_*`` fields of the given tracks (those that exist), for unchanged-file checks,
+        and ``has_peaks`` ("1"/"0": whether the track's spectral peaks are stored)."""
         ids = list(track_ids)
         found: dict[str, dict[str, str]] = {}
         fields = ("source_path", "source_size", "source_mtime_ns", "source_sha256")
@@ -350,9 +360,12 @@ class Catalog:
             pipe = self.client.pipeline(transaction=False)
             for track_id in batch:
                 pipe.hmget(self.keys.info(generation, track_id), *fields)
-            for track_id, values in zip(batch, pipe.execute(), strict=True):
+                pipe.exists(self.keys.peaks(generation, track_id))
+            replies = pipe.execute()
+            for track_id, values, has_peaks in zip(batch, replies[::2], replies[1::2], strict=True):
                 if values[0] is not None:
                     found[track_id] = dict(zip(fields, (_text(v) or "" for v in values), strict=True))
+                    found[track_id]["has_peaks"] = "1" if has_peaks else "0"
         return found
 
     def read_tracks(self, generation: int, track_ids: Iterable[str], bits: int, *,
@@ -369,13 +382,14 @@ class Catalog:
             for track_id in batch:
                 pipe.get(self.keys.codes(generation, track_id))
                 pipe.get(self.keys.offsets(generation, track_id))
+                pipe.get(self.keys.peaks(generation, track_id))
                 if info_fields is None:
                     pipe.hgetall(self.keys.info(generation, track_id))
                 else:
                     pipe.hmget(self.keys.info(generation, track_id), *info_fields)
             replies = pipe.execute()
             for i, track_id in enumerate(batch):
-                codes, offsets, info = replies[3 * i: 3 * i + 3]
+                codes, offsets, peaks, info = replies[4 * i: 4 * i + 4]
                 if codes is None or offsets is None:
                     continue  # deleted meanwhile
                 codes_arr = np.frombuffer(codes, dtype=np.uint8).reshape(-1, width)
@@ -387,7 +401,8 @@ class Catalog:
                     info_dict = _decode_hash(info)
                 else:
                     info_dict = {f: _text(v) for f, v in zip(info_fields, info, strict=True) if v is not None}
-                yield Track(track_id, codes_arr, offsets_arr, info_dict)
+                peaks_arr = None if peaks is None else np.frombuffer(peaks, dtype="<i4").reshape(-1, 2).astype(np.int32)
+                yield Track(track_id, codes_arr, offsets_arr, info_dict, peaks_arr)
 
     def track_info(self, generation: int, track_id: str) -> dict[str, str]:
         return _decode_hash(self.client.hgetall(self.keys.info(generation, track_id)))
@@ -438,13 +453,14 @@ class Catalog:
         for key, value in track.info.items():
             if value is not None:
                 pairs += [key, str(value)]
+        peaks = b"" if track.peaks is None else np.ascontiguousarray(track.peaks, dtype="<i4").reshape(-1, 2).tobytes()
         k = self.keys
         try:
             return int(self._put(
                 keys=[k.meta, k.changes, k.generation_meta(generation), k.tracks(generation),
                       *k.track_keys(generation, track.track_id)],
                 args=[generation, track.track_id, codes.tobytes(), offsets.tobytes(), codes.shape[0],
-                      STREAM_MAXLEN, time.time(), code_bytes(bits), *pairs],
+                      STREAM_MAXLEN, time.time(), code_bytes(bits), peaks, *pairs],
             ))
         except redis.ResponseError as exc:
             raise _script_error(exc, self.name) from None

@@ -137,6 +137,11 @@ class Replica:
             return np.zeros((n, 0), dtype=np.uint8), np.zeros(n, dtype=bool)
         return table.codes_at(track_id, offsets, tolerance_s)
 
+    def peaks_of(self, track_id: str) -> np.ndarray | None:
+        """The track's spectral peaks (:meth:`CodeTable.peaks_of`); None before the first sync."""
+        table = self._table
+        return None if table is None else table.peaks_of(track_id)
+
     @property
     def table(self) -> CodeTable | None:
         return self._table

@@ -60,7 +60,7 @@ class CodeTable:
     def __init__(self, bits: int, settings: SearchSettings, planes: np.ndarray, offsets: np.ndarray,
                  n_rows: int, live: np.ndarray, track_ids: list[str | None],
                  track_rows: dict[str, tuple[int, int, int]], track_meta: dict[str, dict[str, str]],
-                 buffer_end: list[int] | None = None):
+                 buffer_end: list[int] | None = None, track_peaks: dict[str, np.ndarray] | None = None):
         self.bits = bits
         self.settings = settings
         self._planes = planes  # (W, capacity); rows >= n_rows may be written by newer snapshots
@@ -72,6 +72,7 @@ class CodeTable:
         self.track_ids = track_ids  # by track index; None for removed tracks
         self.track_rows = track_rows  # track id -> (track index, first row, end row)
         self.track_meta = track_meta
+        self.track_peaks = track_peaks or {}  # track id -> spectral peaks (streamd.peaks), if stored
         self.base: MultiIndex | TorchExactSearch | None = None
         self.base_rows = 0
 
@@ -97,7 +98,8 @@ class CodeTable:
             track_rows[track.track_id] = (len(track_ids), start, row)
             track_ids.append(track.track_id)
         meta = {t.track_id: dict(t.info) for t in tracks}
-        table = cls(bits, settings, planes, offsets, n, live, track_ids, track_rows, meta)
+        peaks = {t.track_id: t.peaks for t in tracks if t.peaks is not None}
+        table = cls(bits, settings, planes, offsets, n, live, track_ids, track_rows, meta, track_peaks=peaks)
         table._index_all()
         return table
 
@@ -119,8 +121,10 @@ class CodeTable:
         track_ids = list(self.track_ids)
         track_rows = dict(self.track_rows)
         track_meta = dict(self.track_meta)
+        track_peaks = dict(self.track_peaks)
         for track_id in gone:
             track_meta.pop(track_id, None)
+            track_peaks.pop(track_id, None)
             if track_id in track_rows:
                 index, start, stop = track_rows.pop(track_id)
                 track_ids[index] = None
@@ -142,8 +146,10 @@ class CodeTable:
             track_rows[track.track_id] = (len(track_ids), start, row)
             track_ids.append(track.track_id)
             track_meta[track.track_id] = dict(track.info)
+            if track.peaks is not None:
+                track_peaks[track.track_id] = track.peaks
         table = CodeTable(self.bits, self.settings, planes, offsets, row, live, track_ids, track_rows, track_meta,
-                          buffer_end)
+                          buffer_end, track_peaks)
         if table._needs_rebuild(self.base_rows):
             return table.compacted()
         table.base, table.base_rows = self.base, self.base_rows
@@ -173,7 +179,7 @@ class CodeTable:
         starts = ends - np.bincount(live, minlength=len(used))
         track_rows = {tid: (i, int(starts[i]), int(ends[i])) for i, tid in enumerate(track_ids)}
         table = CodeTable(self.bits, self.settings, planes, offsets, len(live), live, track_ids, track_rows,
-                          dict(self.track_meta))
+                          dict(self.track_meta), track_peaks=dict(self.track_peaks))
         table._index_all()
         return table
 
@@ -194,6 +200,10 @@ class CodeTable:
         per_row = self._planes.dtype.itemsize * self._planes.shape[0] + 4 + 4
         base = self.base.nbytes if isinstance(self.base, MultiIndex) else 0
         return self.n_rows * per_row + base
+
+    def peaks_of(self, track_id: str) -> np.ndarray | None:
+        """The track's spectral peaks (N, 2) int32 [frame, mel], None if not stored (streamd.peaks)."""
+        return self.track_peaks.get(track_id)
 
     def codes_at(self, track_id: str, offsets: np.ndarray, tolerance_s: float) -> tuple[np.ndarray, np.ndarray]:
         """(packed codes (n, K/8), found (n,)): the live code of ``track_id`` whose offset is
