@@ -16,7 +16,10 @@ without a hit, at the time of its last hit. Random matches almost never line up 
 hops, so unknown music, speech and ads produce no events. Given the codes that were searched and
 a catalog that returns codes by position, the tracker also *verifies* its plays: a hop's code
 close to the one catalog code the play's line predicts supports the play even when the search
-missed it (ends), and the codes before a play's first hit say where it began (starts).
+missed it (ends), and the codes before a play's first hit say where it began (starts). Given a
+peak check (streamd.peaks: the stream's spectral peaks against the track's at the line's offset),
+a candidate whose peaks agree starts after ``peak_hits`` hits instead of ``min_hits``, and agreeing
+peaks carry an open play over hops the search missed.
 docs/decision.md explains the rules, the boundary estimates and the measured false-event rate.
 
 All times here are *stream times* in seconds (any monotonic clock of the stream: seconds since

@@ -148,8 +148,10 @@ class PeakChecker:
     """Agreement of a stream's newest peaks with a catalog track at a predicted offset (the
     ``decision.PeakCheck`` protocol), from two lookups:
 
-    - ``query(stream_id, start_s, end_s)``: the stream's peaks (frame, mel) between two stream
-      times, frames on the axis where frame ``k`` ends at ``frame_at``'s time (None: not held);
+    - ``query(stream_id, start_s, end_s)``: (peaks, end frame): the stream's peaks (frame, mel)
+      between two stream times and the (fractional) frame index of ``end_s`` on the same frame
+      axis, which may start anywhere (the recording's first sample, the stream's last restart);
+      None when those frames are not held;
     - ``reference(track_id)``: the track's peaks, frames from the track's first sample (None: none
       stored).
 
@@ -169,16 +171,17 @@ class PeakChecker:
     def agreement(self, stream_id: str, t: float, track_id, offset_s: float) -> float | None:
         if self._last_query[0] != (stream_id, t):  # several candidates of a hop share the query
             self._last_query = ((stream_id, t), self.query(stream_id, t - self.window_s, t))
-        query = self._last_query[1]
+        answer = self._last_query[1]
         reference = self.reference(track_id)
-        if query is None or reference is None:
+        if answer is None or reference is None:
             return None
+        query, query_end = answer
         self.checks += 1
         reference_end = frame_at(offset_s)
         reach = (self.window_s * (1 + max(abs(s - 1) for s in self.speeds))) * self.params.frames_per_second
         lo = np.searchsorted(reference[:, 0], reference_end - reach - self.max_lag - 2)
         hi = np.searchsorted(reference[:, 0], reference_end + self.max_lag + 2, side="right")
-        return agreement(query, reference[lo:hi], int(np.floor(frame_at(t))), reference_end, self.max_lag,
+        return agreement(query, reference[lo:hi], int(np.floor(query_end)), reference_end, self.max_lag,
                          self.speeds, self.params)  # fmt: skip
 
 
@@ -186,12 +189,12 @@ def recording_query(peaks_by_stream: dict[str, np.ndarray]):
     """``PeakChecker.query`` over whole recordings' peaks (``extract`` of each recording's frames,
     as ``streamd recognize`` and the decision sweep hold them), stream time 0 = first sample."""
 
-    def query(stream_id: str, start_s: float, end_s: float) -> np.ndarray | None:
+    def query(stream_id: str, start_s: float, end_s: float) -> tuple[np.ndarray, float] | None:
         peaks = peaks_by_stream.get(stream_id)
         if peaks is None:
             return None
         lo = np.searchsorted(peaks[:, 0], np.ceil(frame_at(start_s)))
         hi = np.searchsorted(peaks[:, 0], np.floor(frame_at(end_s)), side="right")
-        return peaks[lo:hi]
+        return peaks[lo:hi], frame_at(end_s)
 
     return query

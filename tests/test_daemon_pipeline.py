@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from daemon_doubles import BOUNDARY_CALIBRATION, ProjectionFingerprinter
 from daemon_helpers import catalog_searcher, corpus_tracks
@@ -183,15 +184,17 @@ def test_the_peaks_of_a_stream_are_those_of_the_whole_recording(corpus_dir):
     _, audio, _ = program(corpus_dir)
     fp = ProjectionFingerprinter()
     pipeline = pipeline_from_config(load_config(), fp, catalog_searcher(fp, []), shed_lag_s=np.inf, max_lag_s=np.inf)
-    pipeline.feed(list(chunks(audio[: 60 * SR], start_ms=1_000_000)))
+    epoch = 1_795_000_000.0  # stream times are capture epoch seconds
+    pipeline.feed(list(chunks(audio[: 60 * SR], start_ms=int(epoch * 1000))))
     whole = extract(offline_logmel(torch.from_numpy(audio[: 60 * SR])))
-    t = 1000.0 + 55.0
-    got = pipeline._stream_peaks("s", t - 4.0, t)
+    t = epoch + 55.0
+    got, end = pipeline._stream_peaks("s", t - 4.0, t)
+    assert end == pytest.approx(frame_at(55.0))
     edge = int(frame_at(55.0)) - PeakParams().time_radius
     inside = lambda p, lo, hi: {tuple(x) for x in p.tolist() if lo <= x[0] < hi}  # noqa: E731
     lo = int(np.ceil(frame_at(51.0)))
     assert len(inside(got, lo, edge)) > 50 and inside(got, lo, edge) == inside(whole, lo, edge)
-    assert pipeline._stream_peaks("s", 1000.0 + 5.0, 1000.0 + 9.0) is None  # out of the 29 s ring
+    assert pipeline._stream_peaks("s", epoch + 5.0, epoch + 9.0) is None  # out of the 29 s ring
     assert pipeline._stream_peaks("other", t - 4.0, t) is None
 
 
@@ -205,11 +208,12 @@ def test_a_catalog_with_peaks_detects_plays_earlier(corpus_dir):
     fp = ProjectionFingerprinter()
     config = load_config(overrides=BOUNDARY_CALIBRATION)
     detected, plays = {}, {}
+    epoch = 1_795_000_000.0  # as in the daemon: capture epoch seconds
     for peaks in (False, True):
         pipeline = pipeline_from_config(config, fp, catalog_searcher(fp, catalog, peaks=peaks), shed_lag_s=np.inf,
                                         max_lag_s=np.inf)  # fmt: skip
-        decisions = pipeline.feed(list(chunks(audio))) + pipeline.end_all()
-        detected[peaks] = {d.event.play.track_id: d.event.play.detected_s for d in decisions
+        decisions = pipeline.feed(list(chunks(audio, start_ms=int(epoch * 1000)))) + pipeline.end_all()
+        detected[peaks] = {d.event.play.track_id: d.event.play.detected_s - epoch for d in decisions
                            if d.event.type == STARTED}  # fmt: skip
         plays[peaks] = {d.event.play.track_id for d in decisions if d.event.type == STARTED}
         assert pipeline.peaks.checks > 0 if peaks else pipeline.peaks.checks == 0

@@ -191,10 +191,11 @@ class Pipeline:
 
     # --- streams -----------------------------------------------------------------------------
 
-    def _stream_peaks(self, stream_id: str, start_s: float, end_s: float) -> np.ndarray | None:
-        """Spectral peaks of the stream's frames between two stream times (the tracker's clock:
-        capture epoch seconds of hop ends), on the frame axis of the stream's (re)start, as
-        ``PeakChecker`` asks for them; None when those frames have left the ring."""
+    def _stream_peaks(self, stream_id: str, start_s: float, end_s: float) -> tuple[np.ndarray, float] | None:
+        """(peaks, end frame): spectral peaks of the stream's frames between two stream times (the
+        tracker's clock: capture epoch seconds of hop ends) on the frame axis of the stream's
+        (re)start, and where ``end_s`` lies on it, as ``PeakChecker`` asks for them; None when those
+        frames have left the ring."""
         if stream_id not in self.bank:
             return None
         state = self.bank.stream(stream_id)
@@ -207,7 +208,7 @@ class Pipeline:
             return None
         frames = state.ring.read(lo, hi - lo + 1, np.empty((self.bank.params.n_mels, hi - lo + 1), np.float32))
         peaks = extract(frames, first_frame=lo)
-        return peaks[(peaks[:, 0] >= first) & (peaks[:, 0] <= last)]
+        return peaks[(peaks[:, 0] >= first) & (peaks[:, 0] <= last)], frame_at(end_s - origin_s)
 
     def _slot(self) -> int:
         if not self._free_slots:
