@@ -137,6 +137,16 @@ def agreement(
     return best / len(query)
 
 
+FRAME_EPSILON = 1e-3  # frames: hop times are whole frames; epoch seconds carry ~1e-5 frames of float noise
+
+
+def frame_span(start_s: float, end_s: float) -> tuple[int, int]:
+    """(first, last) whole frame indices whose ``frame_at`` time lies in [start_s, end_s], robust to
+    the float noise of times that are whole frames (so that a daemon on epoch seconds and an
+    offline run on seconds from 0 read exactly the same frames)."""
+    return int(np.ceil(frame_at(start_s) - FRAME_EPSILON)), int(np.floor(frame_at(end_s) + FRAME_EPSILON))
+
+
 def frame_at(t_s: float, sample_rate: int = 12000, n_fft: int = 512, hop_length: int = 256) -> float:
     """Index (fractional) of the frame that ends at time ``t_s`` of its signal: frame ``k`` covers
     samples ``[k × hop, k × hop + n_fft)`` (streamd.melspec), and stream times / catalog offsets are
@@ -181,7 +191,7 @@ class PeakChecker:
         reach = (self.window_s * (1 + max(abs(s - 1) for s in self.speeds))) * self.params.frames_per_second
         lo = np.searchsorted(reference[:, 0], reference_end - reach - self.max_lag - 2)
         hi = np.searchsorted(reference[:, 0], reference_end + self.max_lag + 2, side="right")
-        return agreement(query, reference[lo:hi], int(np.floor(query_end)), reference_end, self.max_lag,
+        return agreement(query, reference[lo:hi], int(np.floor(query_end + FRAME_EPSILON)), reference_end, self.max_lag,
                          self.speeds, self.params)  # fmt: skip
 
 
@@ -193,8 +203,9 @@ def recording_query(peaks_by_stream: dict[str, np.ndarray]):
         peaks = peaks_by_stream.get(stream_id)
         if peaks is None:
             return None
-        lo = np.searchsorted(peaks[:, 0], np.ceil(frame_at(start_s)))
-        hi = np.searchsorted(peaks[:, 0], np.floor(frame_at(end_s)), side="right")
+        first, last = frame_span(start_s, end_s)
+        lo = np.searchsorted(peaks[:, 0], first)
+        hi = np.searchsorted(peaks[:, 0], last, side="right")
         return peaks[lo:hi], frame_at(end_s)
 
     return query

@@ -221,3 +221,32 @@ def test_a_catalog_with_peaks_detects_plays_earlier(corpus_dir):
     for track, start, _ in truth:
         assert detected[True][track] <= detected[False][track] - 3 * 1.024, (track, detected)
         assert detected[True][track] - start <= 8.0, (track, detected)  # 6.3 s each when written
+
+
+def test_peak_checks_decide_the_same_on_epoch_times_as_from_zero(corpus_dir):
+    """The daemon's stream times are capture epoch seconds, ``streamd recognize``'s seconds from 0:
+    the frames a peak check reads must not depend on it (float noise of ~1e-7 s once moved the
+    window by a frame, and the daemon reported plays the offline run did not)."""
+    catalog, audio, _ = program(corpus_dir)
+    fp = ProjectionFingerprinter()
+    searcher = catalog_searcher(fp, catalog, peaks=True)
+    config = load_config(overrides=BOUNDARY_CALIBRATION)
+    runs = {}
+    for epoch_ms in (0, 1_795_932_600_123):
+        pipeline = pipeline_from_config(config, fp, searcher, shed_lag_s=np.inf, max_lag_s=np.inf)
+        answers = []
+        checker = pipeline.peaks
+
+        def recording(stream_id, t, track_id, offset_s, _check=checker.agreement, _epoch=epoch_ms / 1000,
+                      _answers=answers):
+            value = _check(stream_id, t, track_id, offset_s)
+            _answers.append((round(t - _epoch, 6), track_id, value))
+            return value
+
+        pipeline.tracker.peaks.agreement = recording
+        decisions = pipeline.feed(list(chunks(audio, start_ms=epoch_ms))) + pipeline.end_all()
+        runs[epoch_ms] = (answers, [(d.event.type, d.event.play.track_id, round(d.event.play.start_s - epoch_ms / 1000, 4))
+                                    for d in decisions])  # fmt: skip
+    (zero_answers, zero_events), (epoch_answers, epoch_events) = runs.values()
+    assert len(zero_answers) > 10 and zero_answers == epoch_answers
+    assert zero_events == epoch_events

@@ -48,7 +48,7 @@ from streamd.daemon import state as stream_state
 from streamd.decision import ENDED, STARTED, DecisionParams, Play, PlayEvent, Tracker
 from streamd.frontend import FrontendBank
 from streamd.metrics import Metrics, observe_many
-from streamd.peaks import PeakChecker, PeakParams, extract, frame_at
+from streamd.peaks import PeakChecker, PeakParams, extract, frame_at, frame_span
 from streamd.protocol import Chunk
 
 WAVE_S = 8.0  # audio per stream pushed before the ready hops are drained (ring holds 29 s)
@@ -200,8 +200,8 @@ class Pipeline:
             return None
         state = self.bank.stream(stream_id)
         origin_s = state.start_ts_ms / 1000.0
-        first = max(0, int(np.ceil(frame_at(start_s - origin_s))))
-        last = min(int(np.floor(frame_at(end_s - origin_s))), state.ring.count - 1)
+        first, last = frame_span(start_s - origin_s, end_s - origin_s)
+        first, last = max(0, first), min(last, state.ring.count - 1)
         lo = first - PEAK_MARGIN_FRAMES
         hi = min(last + PEAK_MARGIN_FRAMES, state.ring.count - 1)
         if last < first or lo < state.ring.count - self.bank.window_frames:
