@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 STARTED = "started"
 ENDED = "ended"
 FIT_SPAN_HOPS = 16  # hits must span this many hops before the playback speed is fitted
+PEAK_SUPPORT_MISSES = (1, 4)  # missed hops after which an open play asks the peaks
 RECENT_PLAYS = 16  # ended plays remembered per stream, to number a play that resumes at their alignment
 
 
@@ -591,7 +592,9 @@ class Tracker:
                     self._verify(h, t, code)
         if self.peaks is not None:  # peaks support an open play the search and the codes missed
             for h in state.plays:
-                if not h.hit and self._peaks_agree(stream_id, h, t):
+                # after 1 and 4 missed hops: a play that has ended is asked twice, not 12 times
+                if not h.hit and round((t - h.t_last) / p.hop_s) in PEAK_SUPPORT_MISSES \
+                        and self._peaks_agree(stream_id, h, t):  # fmt: skip
                     h.support(t, h.predict(t, p), p.hop_s)
 
         if state.plays:
