@@ -248,5 +248,5 @@ def test_peak_checks_decide_the_same_on_epoch_times_as_from_zero(corpus_dir):
         runs[epoch_ms] = (answers, [(d.event.type, d.event.play.track_id, round(d.event.play.start_s - epoch_ms / 1000, 4))
                                     for d in decisions])  # fmt: skip
     (zero_answers, zero_events), (epoch_answers, epoch_events) = runs.values()
-    assert len(zero_answers) > 10 and zero_answers == epoch_answers
+    assert len(zero_answers) >= 5 and zero_answers == epoch_answers
     assert zero_events == epoch_events
