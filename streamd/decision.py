@@ -723,10 +723,16 @@ class Tracker:
 
     def _peak_start(self, stream_id: str, state: _StreamState, h: _Hypothesis, t: float) -> bool:
         """A candidate with ``peak_hits`` (not ``min_hits``) hits may start: it could start otherwise
-        (confidence, no play of its track open; checked first, they cost nothing) and the peaks agree."""
+        (confidence, no play of its track open), no open play was hit by the search on this hop or
+        the previous one (these cost nothing, so they are checked first), and the peaks agree.
+        While a play goes on, a candidate of another track is a similar passage rather than a new
+        play (it still starts at ``min_hits``); at a real change the old play stops being hit
+        within a hop or two, before the new track has its ``peak_hits`` hits."""
         p = self.params
+        recent = t - 1.5 * p.hop_s
         return (self.peaks is not None and h.n >= p.peak_hits and h.confidence(p) >= p.min_confidence
-                and not any(o.track == h.track for o in state.plays) and self._peaks_agree(stream_id, h, t))  # fmt: skip
+                and not any(o.track == h.track or (o.t_hit is not None and o.t_hit >= recent) for o in state.plays)
+                and self._peaks_agree(stream_id, h, t))  # fmt: skip
 
     def _peaks_agree(self, stream_id: str, h: _Hypothesis, t: float) -> bool:
         """The stream's spectral peaks of the last seconds lie on the track's at the offset ``h``
