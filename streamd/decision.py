@@ -595,7 +595,8 @@ class Tracker:
                 # after 1 and 4 missed hops: a play that has ended is asked twice, not 12 times
                 if not h.hit and round((t - h.t_last) / p.hop_s) in PEAK_SUPPORT_MISSES \
                         and self._peaks_agree(stream_id, h, t):  # fmt: skip
-                    h.support(t, h.predict(t, p), p.hop_s)
+                    # alive, but the end does not move: the 4 s of peaks lag a change of track
+                    h.keep_alive(t, h.predict(t, p))
 
         if state.plays:
             for h in [h for h in state.plays if not h.hit and t - h.t_last > self._end_gap]:
@@ -605,6 +606,8 @@ class Tracker:
                     events.append(self._end(stream_id, state, h))
                 else:
                     self._hand_over(h, successor, state)
+            if self.peaks is not None:
+                self._realign(state)
 
         candidates = [h for h in state.candidates if h.hit or h.expires >= t]
         if by_track:
@@ -651,6 +654,18 @@ class Tracker:
                     and (best is None or c.n > best.n)):  # fmt: skip
                 best = c
         return best
+
+    def _realign(self, state: _StreamState) -> None:
+        """A play that started on its peaks with fewer than ``min_hits`` hits may have started at a
+        repeat of a loop-based track (its peaks agree there too): while it is that young, a
+        candidate of the same track with more evidence, hit this hop, takes it over as at a
+        hand-over (same play id; its own hits give the boundaries that ``ended`` reports)."""
+        p = self.params
+        for h in [h for h in state.plays if h.n < p.min_hits]:
+            better = [c for c in state.candidates if c.track == h.track and c.hit and c.score > h.score]
+            if better:
+                state.plays.remove(h)
+                self._hand_over(h, max(better, key=_score_of), state)
 
     def _hand_over(self, h: _Hypothesis, successor: _Hypothesis, state: _StreamState) -> None:
         """``successor`` becomes play ``h``: same play id and detection (no new ``started``); its

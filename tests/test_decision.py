@@ -607,3 +607,28 @@ def test_peaks_carry_a_play_over_a_dropout_of_the_search():
     whole = Segment(5, 40.0, 180.0)
     (play,) = decide(m.times, m.track_ids, m.offsets, m.distances, PEAKS, peaks=TruthPeaks([whole]))
     assert_play(play, whole)
+
+
+def test_a_play_started_on_its_peaks_at_a_loop_repeat_is_realigned():
+    """A loop-based track: a repeat 6 s away matches first, and its peaks agree too (it is the same
+    music), so it starts after 4 hits; the true alignment, matched closer, gathers more evidence
+    before the play has ``min_hits`` hits and takes it over — one play, reported at the true
+    alignment (the repeat still matches now and then, so it would not have faded)."""
+    true = Segment(13, 30.0, 150.0, context_s=2.0, hit_prob=1.0, bit_error=0.03)
+    ghost = Segment(13, 30.0, 40.0, track_offset_s=6.0, context_s=0.5, hit_prob=1.0, bit_error=0.15)
+    fading = Segment(13, 40.0, 150.0, track_offset_s=16.0, context_s=0.0, hit_prob=0.3, bit_error=0.15)
+    m = CATALOG.matches(np.random.default_rng(15), hop_times(0.0, 200.0), [true, ghost, fading], share_overlaps=False)
+    events = events_of_peaks(m, TruthPeaks([true, ghost, fading], delay_s=0.5))
+    assert [e.type for e in events] == [STARTED, ENDED]
+    started, ended = (e.play for e in events)
+    assert started.origin_s == pytest.approx(30.0 - 6.0, abs=2 * HOP)  # opened at the repeat
+    assert ended.track_offset_s == pytest.approx(0.0, abs=HOP) and ended.origin_s == started.origin_s
+    assert_play(ended, true)
+
+
+def events_of_peaks(m: Matches, peaks: TruthPeaks, stream_id: str = "s") -> list[PlayEvent]:
+    tracker = Tracker(PEAKS, peaks=peaks)
+    events = []
+    for i in range(len(m.times)):
+        events += tracker.update_one(stream_id, m.times[i], m.track_ids[i], m.offsets[i], m.distances[i])
+    return events + tracker.flush(stream_id)
