@@ -99,6 +99,8 @@ def test_peaks_are_stored_with_a_track_replaced_with_it_and_deleted_with_it(clie
     catalog.put_track(g, make_track("a", 6), 64)  # replaced without peaks
     assert next(catalog.read_tracks(g, ["a"], 64)).peaks is None
     catalog.put_track(g, with_peaks, 64)
+    client.set(catalog.keys.peaks(g, "b"), b"\x01\x02\x03")  # corrupt: the track reads without peaks
+    assert next(catalog.read_tracks(g, ["b"], 64)).peaks is None
     catalog.delete_track("a")
     assert client.exists(catalog.keys.peaks(g, "a")) == 0
 

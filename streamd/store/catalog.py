@@ -401,7 +401,9 @@ class Catalog:
                     info_dict = _decode_hash(info)
                 else:
                     info_dict = {f: _text(v) for f, v in zip(info_fields, info, strict=True) if v is not None}
-                peaks_arr = None if peaks is None else np.frombuffer(peaks, dtype="<i4").reshape(-1, 2).astype(np.int32)
+                peaks_arr = None  # missing, or not whole [frame, mel] pairs: no peak check for the track
+                if peaks is not None and len(peaks) % 8 == 0:
+                    peaks_arr = np.frombuffer(peaks, dtype="<i4").reshape(-1, 2).astype(np.int32)
                 yield Track(track_id, codes_arr, offsets_arr, info_dict, peaks_arr)
 
     def track_info(self, generation: int, track_id: str) -> dict[str, str]:
