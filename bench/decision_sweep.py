@@ -179,16 +179,12 @@ def peaks_path(cache: Path) -> Path:
 def build_peaks(sets: list[Path], cache: Path, corpus: Path) -> None:
     """Spectral peaks (streamd.peaks.extract) of every catalog track and every station, next to the
     matches cache: what the peak-confirmed start (docs/decision.md, "Peaks") compares."""
-    import torch
-
     from streamd.audio import load_audio
     from streamd.eval.collect import write_split_manifest
-    from streamd.indexer import read_manifest
-    from streamd.melspec import offline_logmel
-    from streamd.peaks import extract
+    from streamd.indexer import read_manifest, track_peaks
 
     def peaks_of(path: Path) -> np.ndarray:
-        return extract(offline_logmel(torch.from_numpy(load_audio(path, 12000))))
+        return track_peaks(load_audio(path, 12000))
 
     started = time.perf_counter()
     arrays: dict[str, np.ndarray] = {}

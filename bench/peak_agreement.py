@@ -17,13 +17,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from streamd.audio import load_audio
 from streamd.config import load_config
 from streamd.indexer import track_peaks
-from streamd.melspec import offline_logmel
-from streamd.peaks import PeakChecker, extract, recording_query
+from streamd.peaks import PeakChecker, recording_query
 
 SECONDS_IN = (3, 4, 5, 6, 8)
 
@@ -45,8 +43,7 @@ def main() -> None:
     for station in truth["stations"]:
         stream = station["stream"]
         audio = load_audio(args.set_dir / station["file"], 12000)
-        checker = PeakChecker(recording_query({stream: extract(offline_logmel(torch.from_numpy(audio)))}),
-                              reference.get)  # fmt: skip
+        checker = PeakChecker(recording_query({stream: track_peaks(audio)}), reference.get)
         true: dict[int, list[float]] = {}
         for seg in truth["segments"]:
             if seg["stream"] != stream or seg["kind"] != "catalog" or seg["end_s"] - seg["start_s"] < 30:
