@@ -329,11 +329,17 @@ def evaluate(params: DecisionParams, matches: dict, truths: dict[str, dict], cat
     catalog plays; false non-catalog events per 24 h over all sets' non-catalog hours."""
     found = required = scored = wrong = duplicate = false_nc = 0
     nc_hours = 0.0
+    stream_hops = peak_queries = 0
     latency: list[float] = []
     start_errors: list[float] = []
     end_errors: list[float] = []
     for set_name, stations in matches.items():
-        events = events_for(params, stations, catalog, (peaks or {}).get(set_name))
+        checker = (peaks or {}).get(set_name)
+        queries_before = checker.queries if checker is not None else 0
+        events = events_for(params, stations, catalog, checker)
+        if checker is not None and params.peak_hits > 0:
+            peak_queries += checker.queries - queries_before
+        stream_hops += sum(len(np.unique(m["times"])) for m in stations.values())
         report = scoring.score(truths[set_name], events, daemon=True)
         o = report["overall"]
         found += o["found"]
@@ -364,6 +370,7 @@ def evaluate(params: DecisionParams, matches: dict, truths: dict[str, dict], cat
         **_signed(start_errors, "start"),
         **_signed(end_errors, "end"),
         "nc_hours": nc_hours,
+        "peak_queries_per_hop": peak_queries / stream_hops if stream_hops else 0.0,
     }
 
 
@@ -426,7 +433,7 @@ def table_lines(rows: list[dict[str, Any]], front: set[int], markdown: bool) -> 
     """The rows as a fixed-width or markdown table; parameter columns only for what varies."""
     varying = [n for n in SWEPT if len({getattr(r["params"], n) for r in rows}) > 1]
     head = [*varying, "F1", "recall", "false nc/24h (n)", "wrong track", "dup", "latency p50 s", "bound p95 s",
-            "start med/p95", "end med/p95", ""]
+            "start med/p95", "end med/p95", "peak q/hop", ""]
     lines = []
     if markdown:
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -437,7 +444,7 @@ def table_lines(rows: list[dict[str, Any]], front: set[int], markdown: bool) -> 
         cells = [f"{getattr(p, n):g}" for n in varying]
         cells += [f"{r['f1']:.3f}", f"{r['recall']:.3f}", f"{r['false_nc_24h']:.0f} ({r['false_nc']})",
                   str(r["wrong_track"]), str(r["duplicate"]), f"{r['latency_p50']:.1f}", f"{r['boundary_p95']:.1f}",
-                  f"{r['start_median']:+.1f}/{r['start_p95']:.1f}", f"{r['end_median']:+.1f}/{r['end_p95']:.1f}",
+                  f"{r['start_median']:+.1f}/{r['start_p95']:.1f}", f"{r['end_median']:+.1f}/{r['end_p95']:.1f}", f"{r['peak_queries_per_hop']:.3f}",
                   ", ".join(x for x in ("pareto" if i in front else "", r.get("label", "")) if x)]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |" if markdown else " ".join(f"{c:>12}" for c in cells))
     return lines

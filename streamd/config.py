@@ -108,7 +108,7 @@ class DaemonConfig:
     log_level: str = _choice("DEBUG", "INFO", "WARNING", "ERROR", default="INFO")
     # Decision logic (streamd/decision.py, docs/decision.md).
     min_hits: int = _bounded(10, 1, 1000)  # bench/decision_sweep.py, docs/decision.md
-    min_evidence: float = _bounded(2.5, 0.0, 1000.0)
+    min_evidence: float = _bounded(1.0, 0.0, 1000.0)
     max_distance_ratio: float = _bounded(0.375, 0.0, 0.5)
     align_tol_s: float = _bounded(1.5, 0.0, 60.0)
     speed_tol: float = _bounded(0.03, 0.0, 0.5)
@@ -123,8 +123,8 @@ class DaemonConfig:
     verify_max_distance_ratio: float = _bounded(0.3125, 0.0, 0.5)  # 0: no verification
     verify_history_hops: int = _bounded(40, 0, 1000)
     verify_gap_hops: int = _bounded(2, 0, 100)
-    peak_hits: int = _bounded(4, 0, 1000)  # 0: no peak-confirmed start (streamd/peaks.py, docs/decision.md)
-    peak_min_agreement: float = _bounded(0.35, 0.0, 1.0)
+    peak_hits: int = _bounded(2, 0, 1000)  # 0: no peak-confirmed start (streamd/peaks.py, docs/decision.md)
+    peak_min_agreement: float = _bounded(0.4, 0.0, 1.0)
     # Events, ops and metrics (streamd/events.py, streamd/httpserver.py, streamd/metrics.py).
     event_id_quantum_s: float = _bounded(10.0, 0.001, 3600.0)
     health_stall_s: float = _bounded(30.0, 1.0, 3600.0)

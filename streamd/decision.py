@@ -54,7 +54,7 @@ class DecisionParams:
     hop_s: float = 1.024  # stream time between two hops of one stream
     code_bits: int = 64  # K, bits per code
     min_hits: int = 10  # hits a hypothesis needs before it becomes a play (docs/decision.md: sweep)
-    min_evidence: float = 2.5  # summed hit scores (1 - 2 d / K per hit) needed to start
+    min_evidence: float = 1.0  # summed hit scores (1 - 2 d / K per hit) needed to start
     min_confidence: float = 0.5  # confidence needed to start
     max_distance_ratio: float = 0.375  # matches farther than this * K bits are ignored
     align_tol_s: float = 1.5  # how far a hit may land from the predicted track offset
@@ -75,8 +75,8 @@ class DecisionParams:
     # Peaks (docs/decision.md, "Peaks"): a candidate with ``peak_hits`` hits whose line the stream's
     # spectral peaks confirm (agreement >= ``peak_min_agreement``) starts without waiting for
     # ``min_hits``. 0 turns it off (also without a peak checker).
-    peak_hits: int = 4
-    peak_min_agreement: float = 0.35
+    peak_hits: int = 2
+    peak_min_agreement: float = 0.4
     id_quantum_s: float = 10.0  # plays of a track whose origins are closer may share an id bucket (events.py)
 
     @classmethod

@@ -44,29 +44,37 @@ class PeakParams:
 
 
 def _sliding_max(x: np.ndarray, radius: int, axis: int) -> np.ndarray:
-    """Max over ±``radius`` along ``axis`` (edges: over what exists)."""
-    out = x.copy()
-    n = x.shape[axis]
-    for shift in range(1, min(radius, n - 1) + 1):
-        a = [slice(None)] * x.ndim
-        b = [slice(None)] * x.ndim
-        a[axis], b[axis] = slice(shift, None), slice(None, n - shift)
-        np.maximum(out[tuple(a)], x[tuple(b)], out=out[tuple(a)])
-        np.maximum(out[tuple(b)], x[tuple(a)], out=out[tuple(b)])
+    """Max over ±``radius`` along ``axis`` (edges: over what exists). Forward windows of doubling
+    width on a copy padded with −inf: log₂(2 r + 1) maxima instead of 2 r."""
+    n, width = x.shape[axis], 2 * radius + 1
+    shape = list(x.shape)
+    shape[axis] = n + 2 * radius
+    out = np.full(shape, -np.inf, dtype=x.dtype)
+    out[_along(axis, x.ndim, slice(radius, radius + n))] = x
+    covered, length = 1, n + 2 * radius  # out[i] = max of the `covered` padded values from i on
+    while covered < width:
+        step = min(covered, width - covered)
+        out = np.maximum(out[_along(axis, x.ndim, slice(0, length - step))], out[_along(axis, x.ndim, slice(step, length))])
+        length, covered = length - step, covered + step
     return out
 
 
 def _box_mean(x: np.ndarray, radius: int, axis: int) -> np.ndarray:
-    """Mean over ±``radius`` along ``axis``, the edge values repeated beyond the ends."""
-    pad = [(0, 0)] * x.ndim
-    pad[axis] = (radius + 1, radius)
-    padded = np.pad(x, pad, mode="edge")
-    c = np.cumsum(padded, axis=axis, dtype=np.float64 if x.shape[axis] > 4096 else np.float32)
+    """Mean over ±``radius`` along ``axis``, the edge values repeated beyond the ends (running sums;
+    torch's cumsum is several times faster than numpy's on these small arrays)."""
     n = x.shape[axis]
-    hi = [slice(None)] * x.ndim
-    lo = [slice(None)] * x.ndim
-    hi[axis], lo[axis] = slice(2 * radius + 1, 2 * radius + 1 + n), slice(0, n)
-    return ((c[tuple(hi)] - c[tuple(lo)]) / (2 * radius + 1)).astype(np.float32)
+    first = np.take(x, [0], axis=axis)
+    last = np.take(x, [n - 1], axis=axis)
+    padded = np.concatenate([np.repeat(first, radius + 1, axis), x, np.repeat(last, radius, axis)], axis=axis)
+    sums = torch.cumsum(torch.from_numpy(padded), dim=axis, dtype=torch.float64 if n > 4096 else torch.float32).numpy()
+    upper = sums[_along(axis, x.ndim, slice(2 * radius + 1, 2 * radius + 1 + n))]
+    lower = sums[_along(axis, x.ndim, slice(0, n))]
+    return ((upper - lower) / (2 * radius + 1)).astype(np.float32)
+
+
+def _along(axis: int, ndim: int, index: slice) -> tuple[slice, ...]:
+    """``index`` on ``axis``, everything on the other axes."""
+    return tuple(index if a == axis else slice(None) for a in range(ndim))
 
 
 def extract(frames: np.ndarray | torch.Tensor, params: PeakParams = PeakParams(), first_frame: int = 0) -> np.ndarray:
@@ -118,23 +126,21 @@ def agreement(
     if len(reference) == 0:
         return 0.0
     q_time = (query[:, 0] - query_end).astype(np.float64)
-    close = np.abs(query[:, 1, None] - reference[None, :, 1]) <= p.tolerance_mels  # (Q, R)
-    rows, cols = np.nonzero(close)
-    width = 2 * (max_lag + p.tolerance_frames) + 1
-    best = 0
-    for speed in speeds:
-        lag = np.rint(reference[cols, 0] - reference_end - q_time[rows] * speed).astype(np.int64)
-        inside = np.abs(lag) <= max_lag + p.tolerance_frames
-        on = np.zeros((len(query), width), dtype=bool)
-        on[rows[inside], lag[inside] + max_lag + p.tolerance_frames] = True
-        # a query peak agrees at lag L if it has a reference peak at L ± tolerance_frames
-        spread = on.copy()
-        for shift in range(1, p.tolerance_frames + 1):
-            spread[:, shift:] |= on[:, :-shift]
-            spread[:, :-shift] |= on[:, shift:]
-        counts = spread[:, p.tolerance_frames : width - p.tolerance_frames].sum(axis=0)
-        best = max(best, int(counts.max()))
-    return best / len(query)
+    rows, cols = np.nonzero(np.abs(query[:, 1, None] - reference[None, :, 1]) <= p.tolerance_mels)  # mel-close pairs
+    reach = max_lag + p.tolerance_frames
+    width = 2 * reach + 1
+    lag = np.rint(reference[cols, 0] - reference_end - q_time[rows] * np.asarray(speeds)[:, None]).astype(np.int64)
+    inside = np.abs(lag) <= reach  # (speeds, pairs)
+    speed_of = np.broadcast_to(np.arange(len(speeds))[:, None], lag.shape)
+    on = np.zeros((len(speeds), len(query), width), dtype=bool)  # query peak on a reference peak at this lag
+    on[speed_of[inside], np.broadcast_to(rows, lag.shape)[inside], lag[inside] + reach] = True
+    # a query peak agrees at lag L if it has a reference peak at L ± tolerance_frames
+    spread = on.copy()
+    for shift in range(1, p.tolerance_frames + 1):
+        spread[:, :, shift:] |= on[:, :, :-shift]
+        spread[:, :, :-shift] |= on[:, :, shift:]
+    counts = spread[:, :, p.tolerance_frames : width - p.tolerance_frames].sum(axis=1)
+    return int(counts.max()) / len(query)
 
 
 FRAME_EPSILON = 1e-3  # frames: hop times are whole frames; epoch seconds carry ~1e-5 frames of float noise
@@ -175,12 +181,14 @@ class PeakChecker:
         self.window_s = window_s
         self.max_lag = int(round(max_lag_s * params.frames_per_second))
         self.speeds = tuple(float(s) for s in np.linspace(1 - speed_tol, 1 + speed_tol, 5))
-        self.checks = 0
+        self.checks = 0  # agreements computed
+        self.queries = 0  # stream peak windows extracted (the costly part)
         self._last_query: tuple = (None, None)
 
     def agreement(self, stream_id: str, t: float, track_id, offset_s: float) -> float | None:
         if self._last_query[0] != (stream_id, t):  # several candidates of a hop share the query
             self._last_query = ((stream_id, t), self.query(stream_id, t - self.window_s, t))
+            self.queries += 1
         answer = self._last_query[1]
         reference = self.reference(track_id)
         if answer is None or reference is None:
@@ -188,11 +196,15 @@ class PeakChecker:
         query, query_end = answer
         self.checks += 1
         reference_end = frame_at(offset_s)
+        return agreement(query, self.near(reference, reference_end), int(np.floor(query_end + FRAME_EPSILON)),
+                         reference_end, self.max_lag, self.speeds, self.params)  # fmt: skip
+
+    def near(self, reference: np.ndarray, reference_end: float) -> np.ndarray:
+        """The reference peaks a window ending at ``reference_end`` can reach (lags, speeds)."""
         reach = (self.window_s * (1 + max(abs(s - 1) for s in self.speeds))) * self.params.frames_per_second
         lo = np.searchsorted(reference[:, 0], reference_end - reach - self.max_lag - 2)
         hi = np.searchsorted(reference[:, 0], reference_end + self.max_lag + 2, side="right")
-        return agreement(query, reference[lo:hi], int(np.floor(query_end + FRAME_EPSILON)), reference_end, self.max_lag,
-                         self.speeds, self.params)  # fmt: skip
+        return reference[lo:hi]
 
 
 def recording_query(peaks_by_stream: dict[str, np.ndarray]):
