@@ -329,8 +329,10 @@ def eval_(
     seed: Annotated[int, typer.Option("--seed")] = 20261128,
     half_hop: Annotated[bool, typer.Option("--half-hop", help="Also index windows half a hop later (2x catalog).")] = False,
     asymmetric: Annotated[bool, typer.Option("--asymmetric", help="Rank by asymmetric distance (relaxed query codes vs catalog bits).")] = False,
+    peak_candidates: Annotated[int, typer.Option("--peak-candidates", help="Best-voted tracks the spectral peaks choose among (0: codes only).")] = 10,
 ) -> None:
-    """Evaluate the hash model: top-1 for 3/5/10/29 s queries, clean and degraded; mAP; false accepts."""
+    """Evaluate the hash model: top-1 for 3/5/10/29 s queries, clean and degraded; mAP; false accepts;
+    the same with the daemon's peak check choosing among the best-voted tracks."""
     from rich.console import Console
 
     from streamd.evaluate import EvalConfig, evaluate, format_table, write_json
@@ -339,7 +341,7 @@ def eval_(
     config = get_config(model__weights=str(weights) if weights else None)
     fp = load_fingerprinter(config.model)
     report = evaluate(fp, cfg=EvalConfig(queries=queries, strength=strength, seed=seed, half_hop_catalog=half_hop,
-                                         asymmetric=asymmetric))  # fmt: skip
+                                         asymmetric=asymmetric, peak_candidates=peak_candidates))  # fmt: skip
     Console(width=None if sys.stdout.isatty() else 140).print(format_table(report))
     if json_out:
         write_json(report, json_out)

@@ -23,6 +23,13 @@ degraded; every hop gives one decision over the newest D seconds. The threshold 
 calibrated on half of the validation tracks and the false-accept rate is reported on the other
 half (decisions from one track are correlated, so treat it as an estimate).
 
+Peaks (the daemon's second look, streamd/peaks.py, docs/decision.md "Peaks"): the ``peak_candidates``
+best-voted tracks are checked against the query's spectral peaks of its newest 4 s at their voted
+offsets; the best agreement of at least ``peak_min_agreement`` picks the track (``top1 + peaks``),
+otherwise the vote does. A non-catalog decision is a false accept with peaks when its vote score
+is above the threshold or one of its candidates agrees, so ``hit + peaks`` and ``false accepts +
+peaks`` use the same thresholds as the codes alone plus that rule.
+
 mAP (as in the paper's retrieval tables): each query's newest code ranks all catalog codes by
 Hamming distance; relevant = codes of the right track within ±1.5 s of the true offset.
 """
@@ -40,10 +47,13 @@ import torch
 
 from streamd import degrade
 from streamd.dataset import SAMPLE_RATE, Split, Track, load_audio, load_split
+from streamd.decision import DecisionParams
+from streamd.indexer import track_peaks
 from streamd.melspec import offline_logmel
 from streamd.model.api import Fingerprinter, informative_hops
 from streamd.model.hashing import pack_bits
-from streamd.model.matching import asymmetric_topk, hamming_topk, vote
+from streamd.model.matching import Match, asymmetric_topk, hamming_topk, ranked
+from streamd.peaks import PeakChecker, recording_query
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,8 @@ class EvalConfig:
     offset_tolerance_s: float = 1.5
     half_hop_catalog: bool = False
     asymmetric: bool = False  # rank by asymmetric distance (relaxed query vs catalog bits)
+    peak_candidates: int = 10  # best-voted tracks the peaks may choose among (0: codes only)
+    peak_min_agreement: float = DecisionParams().peak_min_agreement
 
 
 @dataclass
@@ -68,6 +80,7 @@ class Catalog:
     tracks: np.ndarray
     offsets_s: np.ndarray
     names: list[str]
+    peaks: list[np.ndarray]  # spectral peaks of each track (streamd.indexer.track_peaks)
 
 
 def build_catalog(fp: Fingerprinter, tracks: tuple[Track, ...], half_hop: bool = False) -> Catalog:
@@ -77,16 +90,18 @@ def build_catalog(fp: Fingerprinter, tracks: tuple[Track, ...], half_hop: bool =
     24 frames), which halves the worst grid misalignment between daemon and catalog and doubles
     the catalog.
     """
-    codes, labels, offsets = [], [], []
+    codes, labels, offsets, peaks = [], [], [], []
     shifts = (0, fp.hop_frames // 2) if half_hop else (0,)
     for i, track in enumerate(tracks):
         audio = load_audio(track)
+        peaks.append(track_peaks(audio))
         for shift in shifts:
             c, o, keep = track_codes(fp, audio[shift * fp.mel.hop_length :])
             codes.append(c[keep])
             labels.append(np.full(int(keep.sum()), i))
             offsets.append(o[keep] + shift * fp.mel.hop_length / fp.mel.sample_rate)
-    return Catalog(np.concatenate(codes), np.concatenate(labels), np.concatenate(offsets), [t.track_id for t in tracks])
+    return Catalog(np.concatenate(codes), np.concatenate(labels), np.concatenate(offsets), [t.track_id for t in tracks],
+                   peaks)
 
 
 @dataclass
@@ -97,6 +112,8 @@ class Query:
     relaxed: np.ndarray  # relaxed codes (n, K) in (−1, 1) of the hops whose window ends after the excerpt start
     times_s: np.ndarray  # query time of those window ends (seconds since the excerpt start)
     chain: str
+    excerpt_at_s: float  # where the excerpt starts in the query audio
+    peaks: np.ndarray  # spectral peaks of the whole query audio
 
 
 def track_relaxed(fp: Fingerprinter, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -147,7 +164,8 @@ def make_query(fp: Fingerprinter, rng: np.random.Generator, catalog_audio: list[
         excerpt_at /= speed
     relaxed, ends, keep = track_relaxed(fp, query)
     inside = (ends > excerpt_at) & keep
-    return Query(index, start_s, speed, relaxed[inside], ends[inside] - excerpt_at, chain_text)
+    return Query(index, start_s, speed, relaxed[inside], ends[inside] - excerpt_at, chain_text, excerpt_at,
+                 track_peaks(query))
 
 
 def average_precision(distances: np.ndarray, relevant: np.ndarray, rng: np.random.Generator) -> float:
@@ -160,30 +178,58 @@ def average_precision(distances: np.ndarray, relevant: np.ndarray, rng: np.rando
 
 
 def _decide(catalog: Catalog, relaxed: np.ndarray, times: np.ndarray, hop_s: float, cfg: EvalConfig, bits: int,
-            hits: tuple[np.ndarray, np.ndarray] | None = None):
+            hits: tuple[np.ndarray, np.ndarray] | None = None) -> list[Match]:
+    """The best-voted tracks (``peak_candidates`` of them, at least one), best first."""
     index, distance = hits if hits is not None else search(catalog, relaxed, cfg)
-    return vote(times, catalog.tracks[index], catalog.offsets_s[index], distance, hop_s, cfg.max_distance_fraction * bits)
+    return ranked(times, catalog.tracks[index], catalog.offsets_s[index], distance, hop_s,
+                  cfg.max_distance_fraction * bits, tracks_wanted=max(1, cfg.peak_candidates))  # fmt: skip
+
+
+def peak_choice(candidates: list[Match], checker: PeakChecker, end_s: float, cfg: EvalConfig) -> Match | None:
+    """The candidate whose track's peaks agree best with the query's newest peaks at its voted
+    offset, if that agreement reaches ``peak_min_agreement`` (``end_s``: the newest hop's time in
+    the query audio)."""
+    best, best_agreement = None, cfg.peak_min_agreement
+    for match in candidates[: cfg.peak_candidates]:
+        if match.track < 0:
+            continue
+        agreement = checker.agreement("query", end_s, match.track, match.offset_s)
+        if agreement is not None and agreement >= best_agreement:
+            best, best_agreement = match, agreement
+    return best
+
+
+def _checker(peaks: np.ndarray, catalog: Catalog) -> PeakChecker:
+    return PeakChecker(recording_query({"query": peaks}), lambda track: catalog.peaks[track])
 
 
 def negative_scores(fp: Fingerprinter, catalog: Catalog, tracks: tuple[Track, ...], cfg: EvalConfig, degraded: bool,
-                    rng: np.random.Generator) -> dict[float, np.ndarray]:
-    """Best vote score of every sliding D-second decision over non-catalog tracks."""
+                    rng: np.random.Generator) -> tuple[dict[float, np.ndarray], dict[float, np.ndarray]]:
+    """Best vote score of every sliding D-second decision over non-catalog tracks, and whether
+    the peaks confirmed one of its candidates."""
     scores: dict[float, list[float]] = {d: [] for d in cfg.durations}
+    confirmed: dict[float, list[bool]] = {d: [] for d in cfg.durations}
     for track in tracks:
         audio = load_audio(track)
         if degraded:
             audio = degrade.apply(audio, SAMPLE_RATE, degrade.random_chain(rng, cfg.strength).without("speed"))
         relaxed, ends, keep = track_relaxed(fp, audio)
         index, distance = search(catalog, relaxed, cfg)
+        checker = _checker(track_peaks(audio), catalog)
         for d in cfg.durations:
             m = max(1, int(d / fp.hop_s))
             for j in range(m - 1, len(relaxed)):
                 sl = np.arange(j - m + 1, j + 1)[keep[j - m + 1 : j + 1]]
                 if len(sl) == 0:
                     continue  # dead air: no decision is taken
-                match = _decide(catalog, relaxed[sl], ends[sl], fp.hop_s, cfg, fp.bits, (index[sl], distance[sl]))
-                scores[d].append(match.score)
-    return {d: np.asarray(v) for d, v in scores.items()}
+                candidates = _decide(catalog, relaxed[sl], ends[sl], fp.hop_s, cfg, fp.bits, (index[sl], distance[sl]))
+                scores[d].append(candidates[0].score)
+                confirmed[d].append(peak_choice(candidates, checker, float(ends[j]), cfg) is not None)
+    return {d: np.asarray(v) for d, v in scores.items()}, {d: np.asarray(v) for d, v in confirmed.items()}
+
+
+def right_above(match: Match, track: int, threshold: float) -> bool:
+    return match.track == track and match.score > threshold
 
 
 def threshold_for(scores: np.ndarray, far_target: float) -> float:
@@ -212,32 +258,39 @@ def evaluate(fp: Fingerprinter, split: Split | None = None, cfg: EvalConfig = Ev
             bar.update(task, description=f"non-catalog decisions ({'degraded' if degraded else 'clean'})")
             negatives[degraded] = (negative_scores(fp, catalog, half_a, cfg, degraded, rng),
                                    negative_scores(fp, catalog, half_b, cfg, degraded, rng))
-        thresholds = {d: threshold_for(np.concatenate([negatives[c][0][d] for c in (False, True)]), cfg.far_target) for d in cfg.durations}
+        thresholds = {d: threshold_for(np.concatenate([negatives[c][0][0][d] for c in (False, True)]), cfg.far_target)
+                      for d in cfg.durations}  # fmt: skip
         results: dict[str, Any] = {}
         for degraded in (False, True):
             condition = "degraded" if degraded else "clean"
             bar.update(task, description=f"{condition} queries", total=cfg.queries, completed=0)
-            rows = {d: {"top1": [], "hit_at_threshold": [], "offset_ok": [], "ap": []} for d in cfg.durations}
+            rows = {d: {"top1": [], "hit_at_threshold": [], "offset_ok": [], "ap": [], "top1_peaks": [],
+                        "hit_peaks": []} for d in cfg.durations}  # fmt: skip
             for _ in range(cfg.queries):
                 index = int(rng.integers(len(split.test)))
                 query = make_query(fp, rng, catalog_audio, index, context_audio, cfg, degraded)
+                checker = _checker(query.peaks, catalog)
                 for d in cfg.durations:
                     use = query.times_s <= d + 1e-9
                     if not use.any():
                         continue
                     relaxed, times = query.relaxed[use], query.times_s[use]
-                    match = _decide(catalog, relaxed, times, fp.hop_s, cfg, fp.bits)
+                    candidates = _decide(catalog, relaxed, times, fp.hop_s, cfg, fp.bits)
+                    match = candidates[0]
+                    confirmed = peak_choice(candidates, checker, query.excerpt_at_s + float(times[-1]), cfg)
+                    rows[d]["top1_peaks"].append((confirmed or match).track == index)
+                    rows[d]["hit_peaks"].append(confirmed.track == index if confirmed else right_above(match, index, thresholds[d]))
                     true_offset = query.start_s + times[-1] * query.speed
                     right = match.track == index
                     rows[d]["top1"].append(right)
-                    rows[d]["hit_at_threshold"].append(right and match.score > thresholds[d])
+                    rows[d]["hit_at_threshold"].append(right_above(match, index, thresholds[d]))
                     rows[d]["offset_ok"].append(right and abs(match.offset_s - true_offset) <= cfg.offset_tolerance_s)
                     distances = np.bitwise_count(catalog.codes ^ pack_bits(relaxed[-1])).sum(-1)
                     relevant = (catalog.tracks == index) & (np.abs(catalog.offsets_s - true_offset) <= cfg.offset_tolerance_s)
                     rows[d]["ap"].append(average_precision(distances, relevant, rng))
                 bar.update(task, advance=1)
             for d in cfg.durations:
-                fa = negatives[degraded][1][d]
+                fa, fa_confirmed = negatives[degraded][1][0][d], negatives[degraded][1][1][d]
                 results[f"{condition}/{d:g}s"] = {
                     "condition": condition,
                     "duration_s": d,
@@ -249,6 +302,9 @@ def evaluate(fp: Fingerprinter, split: Split | None = None, cfg: EvalConfig = Ev
                     "threshold": thresholds[d],
                     "false_accept_rate": float(np.mean(fa > thresholds[d])) if len(fa) else float("nan"),
                     "non_catalog_decisions": int(len(fa)),
+                    "top1_peaks": float(np.mean(rows[d]["top1_peaks"])),
+                    "hit_peaks": float(np.mean(rows[d]["hit_peaks"])),
+                    "false_accept_rate_peaks": float(np.mean((fa > thresholds[d]) | fa_confirmed)) if len(fa) else float("nan"),
                 }
     return {
         "model": fp.version,
@@ -264,13 +320,21 @@ def format_table(report: dict[str, Any]) -> Any:
     from rich.table import Table
 
     table = Table(title=f"streamd eval — {report['model']} — catalog {report['catalog']['tracks']} test tracks, {report['catalog']['codes']} codes")
-    for column in ("condition", "query", "n", "top-1", "hit@thr", "offset ok", "mAP", "threshold", "false accepts"):
+    for column in ("condition", "query", "n", "top-1", "hit@thr", "offset ok", "mAP", "threshold", "false accepts",
+                   "top-1 +peaks", "hit +peaks", "FA +peaks"):  # fmt: skip
         table.add_column(column, justify="right")
     for row in report["results"].values():
         table.add_row(row["condition"], f"{row['duration_s']:g} s", str(row["queries"]), f"{100 * row['top1']:.1f} %",
                       f"{100 * row['hit_at_threshold']:.1f} %", f"{100 * row['offset_ok']:.1f} %", f"{row['mAP']:.3f}",
-                      f"{row['threshold']:.2f}", f"{100 * row['false_accept_rate']:.2f} % of {row['non_catalog_decisions']}")
+                      f"{row['threshold']:.2f}", f"{100 * row['false_accept_rate']:.2f} % of {row['non_catalog_decisions']}",
+                      *_peak_cells(row))  # fmt: skip
     return table
+
+
+def _peak_cells(row: dict[str, Any]) -> list[str]:
+    if "top1_peaks" not in row:  # reports written before the peak columns
+        return ["", "", ""]
+    return [f"{100 * row['top1_peaks']:.1f} %", f"{100 * row['hit_peaks']:.1f} %", f"{100 * row['false_accept_rate_peaks']:.2f} %"]
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:

@@ -108,5 +108,29 @@ def test_eval_runs_on_a_tiny_corpus(tmp_path, monkeypatch):
         for row in report["results"].values():
             assert row["queries"] == 3 and 0 <= row["top1"] <= 1 and 0 <= row["mAP"] <= 1
             assert row["non_catalog_decisions"] > 0 and 0 <= row["false_accept_rate"] <= 1
+            assert 0 <= row["top1_peaks"] <= 1 and 0 <= row["false_accept_rate_peaks"] <= 1
         assert report["catalog"]["tracks"] == 3
         format_table(report)
+    codes_only = evaluate(fp, split, EvalConfig(queries=3, durations=(3.0,), context_s=(5.0, 8.0), peak_candidates=0),
+                          progress=False)  # fmt: skip
+    for row in codes_only["results"].values():  # no candidates for the peaks: the vote decides alone
+        assert row["top1_peaks"] == row["top1"] and row["false_accept_rate_peaks"] == row["false_accept_rate"]
+
+
+def test_the_peaks_choose_the_candidate_whose_track_plays_at_its_offset():
+    """`streamd eval`'s peak check: of the voted candidates, the one whose track's peaks lie on the
+    query's at its offset is chosen, even when the vote ranked it second; none when none agrees."""
+    from streamd import degrade
+    from streamd.evaluate import Catalog, EvalConfig, _checker, peak_choice
+    from streamd.indexer import track_peaks
+    from streamd.model.matching import Match
+
+    rng = np.random.default_rng(7)
+    tracks = [np.concatenate([degrade.synthetic_music(2 * 12000, 12000, rng) for _ in range(15)]) * 0.2 for _ in range(2)]
+    catalog = Catalog(np.zeros((0, 8), np.uint8), np.zeros(0), np.zeros(0), ["a", "b"], [track_peaks(t) for t in tracks])
+    query = tracks[1][10 * 12000 : 20 * 12000]  # track 1 from 10 s: at query time 8 s it is at 18 s
+    checker = _checker(track_peaks(query), catalog)
+    wrong, right = Match(0, 18.0, 5.0, 5, 4.0), Match(1, 18.3, 4.0, 4, 5.0)
+    assert peak_choice([wrong, right], checker, 8.0, EvalConfig()) == right
+    assert peak_choice([wrong, right], checker, 8.0, EvalConfig(peak_candidates=1)) is None
+    assert peak_choice([Match(1, 5.0, 4.0, 4, 0.0)], checker, 8.0, EvalConfig()) is None  # right track, wrong offset

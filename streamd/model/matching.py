@@ -96,11 +96,27 @@ def vote(
     ``query_times_s`` (m,) stream time of each hop; ``hit_*`` (m, k) the k hits per hop
     (track numbers, catalog offsets, Hamming distances). Returns the best :class:`Match`.
     """
+    return ranked(query_times_s, hit_tracks, hit_offsets_s, hit_distances, hop_s, max_distance, tolerance_hops)[0]
+
+
+def ranked(
+    query_times_s: np.ndarray,
+    hit_tracks: np.ndarray,
+    hit_offsets_s: np.ndarray,
+    hit_distances: np.ndarray,
+    hop_s: float,
+    max_distance: float,
+    tolerance_hops: int = 1,
+    tracks_wanted: int = 1,
+) -> list[Match]:
+    """:func:`vote`'s best key of each of the ``tracks_wanted`` best-scoring tracks, best first
+    (a second opinion, such as spectral peaks, may then choose among them). ``runner_up`` of each
+    is the best score of another track."""
     m, k = hit_tracks.shape
     weight = np.clip(1.0 - hit_distances / max_distance, 0.0, None).ravel()
     keep = weight > 0
     if not keep.any():
-        return Match(-1, float("nan"), 0.0, 0, 0.0)
+        return [Match(-1, float("nan"), 0.0, 0, 0.0)]
     hop_index = np.repeat(np.arange(m), k)[keep]
     tracks = hit_tracks.ravel()[keep].astype(np.int64)
     key = np.rint((hit_offsets_s - query_times_s[:, None]).ravel()[keep] / hop_s).astype(np.int64)
@@ -123,11 +139,17 @@ def vote(
     scores = np.add.reduceat(weight, starts)
     direct_scores = np.add.reduceat(weight * direct, starts)  # breaks ties between neighbouring bins
     counts = np.diff(np.append(starts, len(tracks)))
-    best = int(np.lexsort((direct_scores, scores))[-1])
-    best_track = int(tracks[starts[best]])
-    other = scores[tracks[starts] != best_track]
-    offset = float(key[starts[best]] * hop_s + query_times_s[-1])
-    return Match(best_track, offset, float(scores[best]), int(counts[best]), float(other.max()) if len(other) else 0.0)
+    matches: list[Match] = []
+    for best in np.lexsort((direct_scores, scores))[::-1]:
+        track = int(tracks[starts[best]])
+        if any(m.track == track for m in matches):
+            continue
+        other = scores[tracks[starts] != track]
+        offset = float(key[starts[best]] * hop_s + query_times_s[-1])
+        matches.append(Match(track, offset, float(scores[best]), int(counts[best]), float(other.max()) if len(other) else 0.0))
+        if len(matches) == tracks_wanted:
+            break
+    return matches
 
 
 def identify(
