@@ -426,7 +426,7 @@ def pareto(rows: list[dict[str, Any]]) -> set[int]:
 SWEPT = ("min_hits", "min_evidence", "min_confidence", "max_distance_ratio", "align_tol_s",
          "candidate_max_misses", "end_after_misses", "start_context_s", "end_bias_s", "from_start_max_s",
          "rival_window_s", "verify_max_distance_ratio", "verify_gap_hops", "verify_history_hops", "peak_hits",
-         "peak_min_agreement")  # fmt: skip
+         "peak_min_agreement", "peak_veto_below")  # fmt: skip
 
 
 def table_lines(rows: list[dict[str, Any]], front: set[int], markdown: bool) -> list[str]:

@@ -125,6 +125,7 @@ class DaemonConfig:
     verify_gap_hops: int = _bounded(2, 0, 100)
     peak_hits: int = _bounded(2, 0, 1000)  # 0: no peak-confirmed start (streamd/peaks.py, docs/decision.md)
     peak_min_agreement: float = _bounded(0.4, 0.0, 1.0)
+    peak_veto_below: float = _bounded(0.2, 0.0, 1.0)  # peaks this far from agreeing hold back a min_hits start
     # Events, ops and metrics (streamd/events.py, streamd/httpserver.py, streamd/metrics.py).
     event_id_quantum_s: float = _bounded(10.0, 0.001, 3600.0)
     health_stall_s: float = _bounded(30.0, 1.0, 3600.0)

@@ -77,6 +77,7 @@ class DecisionParams:
     # ``min_hits``. 0 turns it off (also without a peak checker).
     peak_hits: int = 2
     peak_min_agreement: float = 0.4
+    peak_veto_below: float = 0.2  # ... and a candidate at ``min_hits`` whose peaks agree less than this waits (0: off)
     id_quantum_s: float = 10.0  # plays of a track whose origins are closer may share an id bucket (events.py)
 
     @classmethod
@@ -105,6 +106,7 @@ class DecisionParams:
             verify_gap_hops=d.verify_gap_hops,
             peak_hits=d.peak_hits,
             peak_min_agreement=d.peak_min_agreement,
+            peak_veto_below=d.peak_veto_below,
             id_quantum_s=d.event_id_quantum_s,
         )
 
@@ -624,7 +626,7 @@ class Tracker:
             if len(eligible) > 1:
                 eligible.sort(key=self._rival_rank, reverse=True)
         for h in eligible:
-            if self._may_start(h, state, t):
+            if self._may_start(h, state, t) and not (h.n >= p.min_hits and self._peaks_refute(stream_id, h, t)):
                 h.prev_end_s = self._previous_end(h, state)
                 h.audio_start_s = state.audio_start_s
                 if verifying:
@@ -748,6 +750,18 @@ class Tracker:
         return (self.peaks is not None and h.n >= p.peak_hits and h.confidence(p) >= p.min_confidence
                 and not any(o.track == h.track or (o.t_hit is not None and o.t_hit >= recent) for o in state.plays)
                 and self._peaks_agree(stream_id, h, t))  # fmt: skip
+
+    def _peaks_refute(self, stream_id: str, h: _Hypothesis, t: float) -> bool:
+        """A candidate about to start on ``min_hits`` hits whose line the peaks contradict: the
+        stream's peaks agree with the track's at chance level (below ``peak_veto_below``). Another
+        piece of music that resembles a catalog passage can hold a consistent line of codes for
+        ten hops and more (a 48 h soak had two such plays, agreement 0.11-0.17); a real play
+        agrees far above chance a hop or two later if not now, so the veto delays it at most.
+        No verdict (too few peaks, no peaks stored) vetoes nothing."""
+        if self.peaks is None or self.params.peak_veto_below <= 0:
+            return False
+        agreement = self.peaks.agreement(stream_id, t, h.track, h.predict(t, self.params))
+        return agreement is not None and agreement < self.params.peak_veto_below
 
     def _peaks_agree(self, stream_id: str, h: _Hypothesis, t: float) -> bool:
         """The stream's spectral peaks of the last seconds lie on the track's at the offset ``h``

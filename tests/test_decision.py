@@ -596,6 +596,26 @@ def test_a_short_consistent_run_starts_only_if_the_peaks_agree():
     assert len(decide(m.times, m.track_ids, m.offsets, m.distances, PEAKS, peaks=TruthPeaks([run], 0.0))) == 1
 
 
+def test_a_long_consistent_run_that_the_peaks_contradict_does_not_start():
+    """Another piece that resembles a catalog passage for 20 s: ``min_hits`` consistent hits, but the
+    stream's peaks agree at chance level, so no play; with the veto off, or without a verdict from
+    the peaks, the codes alone start it."""
+    run = Segment(7, 50.0, 70.0, hit_prob=1.0, context_s=0.0)
+    m = CATALOG.matches(np.random.default_rng(16), hop_times(0.0, 120.0), [run])
+    contradicting = TruthPeaks([], chance=0.12)
+    assert decide(m.times, m.track_ids, m.offsets, m.distances, PEAKS, peaks=contradicting) == []
+    no_veto = dataclasses.replace(PEAKS, peak_veto_below=0.0)
+    assert len(decide(m.times, m.track_ids, m.offsets, m.distances, no_veto, peaks=contradicting)) == 1
+    assert len(decide(m.times, m.track_ids, m.offsets, m.distances, PEAKS, peaks=NoVerdict())) == 1
+
+
+class NoVerdict:
+    """Peaks that never give a verdict (a quiet stream, a catalog without peaks)."""
+
+    def agreement(self, stream_id: str, t: float, track_id, offset_s: float) -> float | None:
+        return None
+
+
 def test_peaks_carry_a_play_over_a_dropout_of_the_search():
     """Talk-over or noise hides the track from the search for longer than ``end_after_misses`` hops;
     the peaks still agree at the line's offset, so the play goes on instead of ending and restarting."""
