@@ -82,21 +82,9 @@ def asymmetric_topk(catalog: np.ndarray, relaxed: np.ndarray, k: int, shortlist:
     return np.take_along_axis(index, order, 1), np.take_along_axis(distance, order, 1)
 
 
-def vote(
-    query_times_s: np.ndarray,
-    hit_tracks: np.ndarray,
-    hit_offsets_s: np.ndarray,
-    hit_distances: np.ndarray,
-    hop_s: float,
-    max_distance: float,
-    tolerance_hops: int = 1,
-) -> Match:
-    """Temporal-consistency vote over the hits of a run of query hops (see the module docstring).
-
-    ``query_times_s`` (m,) stream time of each hop; ``hit_*`` (m, k) the k hits per hop
-    (track numbers, catalog offsets, Hamming distances). Returns the best :class:`Match`.
-    """
-    return ranked(query_times_s, hit_tracks, hit_offsets_s, hit_distances, hop_s, max_distance, tolerance_hops)[0]
+def vote(*hits, **options) -> Match:
+    """The best :class:`Match` of a run of query hops: :func:`ranked`'s first, same arguments."""
+    return ranked(*hits, **options)[0]
 
 
 def ranked(
@@ -109,9 +97,13 @@ def ranked(
     tolerance_hops: int = 1,
     tracks_wanted: int = 1,
 ) -> list[Match]:
-    """:func:`vote`'s best key of each of the ``tracks_wanted`` best-scoring tracks, best first
-    (a second opinion, such as spectral peaks, may then choose among them). ``runner_up`` of each
-    is the best score of another track."""
+    """Temporal-consistency vote over the hits of a run of query hops (see the module docstring).
+
+    ``query_times_s`` (m,) stream time of each hop; ``hit_*`` (m, k) the k hits per hop
+    (track numbers, catalog offsets, Hamming distances). Returns the best key of each of the
+    ``tracks_wanted`` best-scoring tracks, best first (a second opinion, such as spectral peaks,
+    may then choose among them); ``runner_up`` of each is the best score of another track.
+    """
     m, k = hit_tracks.shape
     weight = np.clip(1.0 - hit_distances / max_distance, 0.0, None).ravel()
     keep = weight > 0
