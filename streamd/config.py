@@ -108,7 +108,7 @@ class DaemonConfig:
     log_level: str = _choice("DEBUG", "INFO", "WARNING", "ERROR", default="INFO")
     # Decision logic (streamd/decision.py, docs/decision.md).
     min_hits: int = _bounded(10, 1, 1000)  # bench/decision_sweep.py, docs/decision.md
-    min_evidence: float = _bounded(1.0, 0.0, 1000.0)
+    min_evidence: float = _bounded(1.1, 0.0, 1000.0)
     max_distance_ratio: float = _bounded(0.375, 0.0, 0.5)
     align_tol_s: float = _bounded(1.5, 0.0, 60.0)
     speed_tol: float = _bounded(0.03, 0.0, 0.5)

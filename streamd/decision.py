@@ -54,7 +54,7 @@ class DecisionParams:
     hop_s: float = 1.024  # stream time between two hops of one stream
     code_bits: int = 64  # K, bits per code
     min_hits: int = 10  # hits a hypothesis needs before it becomes a play (docs/decision.md: sweep)
-    min_evidence: float = 1.0  # summed hit scores (1 - 2 d / K per hit) needed to start
+    min_evidence: float = 1.1  # summed hit scores (1 - 2 d / K per hit) needed to start
     min_confidence: float = 0.5  # confidence needed to start
     max_distance_ratio: float = 0.375  # matches farther than this * K bits are ignored
     align_tol_s: float = 1.5  # how far a hit may land from the predicted track offset
