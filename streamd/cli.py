@@ -341,7 +341,8 @@ def eval_(
     config = get_config(model__weights=str(weights) if weights else None)
     fp = load_fingerprinter(config.model)
     report = evaluate(fp, cfg=EvalConfig(queries=queries, strength=strength, seed=seed, half_hop_catalog=half_hop,
-                                         asymmetric=asymmetric, peak_candidates=peak_candidates))  # fmt: skip
+                                         asymmetric=asymmetric, peak_candidates=peak_candidates,
+                                         peak_min_agreement=config.daemon.peak_min_agreement))  # fmt: skip
     Console(width=None if sys.stdout.isatty() else 140).print(format_table(report))
     if json_out:
         write_json(report, json_out)

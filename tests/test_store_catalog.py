@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 
@@ -82,8 +83,8 @@ def test_put_read_replace_delete_and_counters(catalog: Catalog) -> None:
     assert {c.epoch for c in changes} == {catalog.info().epoch}
 
 
-def test_peaks_are_stored_with_a_track_replaced_with_it_and_deleted_with_it(client: redis.Redis,
-                                                                            catalog: Catalog) -> None:
+def test_peaks_are_stored_with_a_track_replaced_with_it_and_deleted_with_it(client: redis.Redis, catalog: Catalog,
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
     """A track's spectral peaks (streamd.peaks) travel with its codes; a track written without
     them (indexed before peaks existed, or by a tool) reads back with none, and a replacement
     without peaks drops the old ones."""
@@ -99,8 +100,10 @@ def test_peaks_are_stored_with_a_track_replaced_with_it_and_deleted_with_it(clie
     catalog.put_track(g, make_track("a", 6), 64)  # replaced without peaks
     assert next(catalog.read_tracks(g, ["a"], 64)).peaks is None
     catalog.put_track(g, with_peaks, 64)
-    client.set(catalog.keys.peaks(g, "b"), b"\x01\x02\x03")  # corrupt: the track reads without peaks
-    assert next(catalog.read_tracks(g, ["b"], 64)).peaks is None
+    client.set(catalog.keys.peaks(g, "b"), b"\x01\x02\x03")  # corrupt: the track reads without peaks, logged
+    with caplog.at_level(logging.WARNING, logger="streamd.store.catalog"):
+        assert next(catalog.read_tracks(g, ["b"], 64)).peaks is None
+    assert "corrupt peaks value" in caplog.text and "'b'" in caplog.text
     catalog.delete_track("a")
     assert client.exists(catalog.keys.peaks(g, "a")) == 0
 

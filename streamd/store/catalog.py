@@ -30,6 +30,7 @@ generation's keys are removed.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -42,6 +43,8 @@ import redis
 from streamd.config import ConfigError, RedisConfig
 from streamd.errors import StreamdError
 from streamd.store.codes import check_bits, check_packed, code_bytes
+
+log = logging.getLogger(__name__)
 
 REGISTRY_KEY = "streamd:catalogs"
 STREAM_MAXLEN = 100_000
@@ -404,6 +407,9 @@ class Catalog:
                 peaks_arr = None  # missing, or not whole [frame, mel] pairs: no peak check for the track
                 if peaks is not None and len(peaks) % 8 == 0:
                     peaks_arr = np.frombuffer(peaks, dtype="<i4").reshape(-1, 2).astype(np.int32)
+                elif peaks is not None:
+                    log.warning("catalog %r: track %r has a corrupt peaks value (%d bytes, not whole [frame, mel] "
+                                "pairs); it is read without peaks", self.name, track_id, len(peaks))
                 yield Track(track_id, codes_arr, offsets_arr, info_dict, peaks_arr)
 
     def track_info(self, generation: int, track_id: str) -> dict[str, str]:
