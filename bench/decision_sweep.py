@@ -262,6 +262,7 @@ def verification_distances(matches: dict, truths: dict[str, dict], catalog: Any,
     track_ids = [t for t in catalog.track_ids if t is not None]
     by_start: dict[int, list[int]] = {}
     by_end: dict[int, list[int]] = {}
+    by_kind: dict[str, list[int]] = {}  # what the newest 3 s of the hop's window hold (change points)
     chance: list[int] = []
 
     def distances(codes: np.ndarray, track: str, offsets: np.ndarray) -> np.ndarray:
@@ -270,6 +271,7 @@ def verification_distances(matches: dict, truths: dict[str, dict], catalog: Any,
 
     for set_name, stations in matches.items():
         plays = scoring.plays_from_truth(truths[set_name]["segments"])
+        overlays = [s for s in truths[set_name]["segments"] if s.get("layer") == "overlay"]
         for stream, m in stations.items():
             times, codes = m["times"], m["codes"]
             rows = rng.integers(len(times), size=300)
@@ -285,6 +287,7 @@ def verification_distances(matches: dict, truths: dict[str, dict], catalog: Any,
                                  strict=True):  # fmt: skip
                     if d < 0:
                         continue
+                    by_kind.setdefault(_window_kind(ti, play, overlays), []).append(int(d))
                     if (a := int(np.floor(ti - play.start_s))) <= 10:
                         by_start.setdefault(a, []).append(int(d))
                     if (b := int(np.floor(ti - play.end_s))) >= -6:
@@ -296,12 +299,32 @@ def verification_distances(matches: dict, truths: dict[str, dict], catalog: Any,
     c = np.array(chance)
     print(f"random track and offset: n={len(c)}, quantiles 0.1/1/5/50 %: {np.percentile(c, [0.1, 1, 5, 50]).round()}, "
           f"<= threshold {np.mean(c <= threshold):.1%}")  # fmt: skip
+    cut = DecisionParams.boundary_distance_ratio * bits
+    print(f"by what the window's newest 3 s hold: share <= {cut:g} (boundary_distance_ratio x K)")
+    print(f"{'':>34}      n   p10   p25   p50   p75   p90  <=cut")
+    for kind in ("inside a play, clear", "inside a play, talk-over", "before a play", "after a play"):
+        d = np.array(by_kind.get(kind, [-1]))
+        q = np.percentile(d, [10, 25, 50, 75, 90])
+        print(f"{kind:>34} {len(d):>6} " + " ".join(f"{v:>5.0f}" for v in q) + f"  {np.mean(d <= cut):>5.0%}")
     for name, table in (("s since the play's start", by_start), ("s since the play's end", by_end)):
         print(f"{name:>26}      n   p10   p50   p90  <=thr")
         for key in sorted(table):
             d = np.array(table[key])
             q = np.percentile(d, [10, 50, 90])
             print(f"{key:>26} {len(d):>6} {q[0]:>5.0f} {q[1]:>5.0f} {q[2]:>5.0f}  {np.mean(d <= threshold):>5.0%}")
+
+
+def _window_kind(t: float, play: Any, overlays: list[dict[str, Any]]) -> str:
+    """What the newest 3 s of the window ending at stream time ``t`` hold, for a hop near ``play``:
+    the play in the clear or under talk-over, or other audio before / after it (the line extended)."""
+    if t < play.start_s + 0.5:
+        return "before a play"
+    if t > play.end_s + 3.5:
+        return "after a play"
+    if t - 3.0 < play.start_s or t > play.end_s:
+        return "play boundary"
+    talk = any(o["stream"] == play.stream and o["start_s"] < t and o["end_s"] > t - 3.0 for o in overlays)
+    return "inside a play, talk-over" if talk else "inside a play, clear"
 
 
 # --- step 2: replay the tracker per setting --------------------------------------------------------
@@ -367,6 +390,9 @@ def evaluate(params: DecisionParams, matches: dict, truths: dict[str, dict], cat
         "duplicate": duplicate,
         "latency_p50": float(np.median(latency)) if latency else float("nan"),
         "boundary_p95": float(np.percentile(np.abs(start_errors + end_errors), 95)) if start_errors else float("nan"),
+        "boundaries": len(start_errors + end_errors),
+        "boundaries_within_1s": int(np.sum(np.abs(start_errors + end_errors) <= 1.0)),
+        "boundaries_over_3s": int(np.sum(np.abs(start_errors + end_errors) > 3.0)),
         **_signed(start_errors, "start"),
         **_signed(end_errors, "end"),
         "nc_hours": nc_hours,
@@ -426,14 +452,15 @@ def pareto(rows: list[dict[str, Any]]) -> set[int]:
 SWEPT = ("min_hits", "min_evidence", "min_confidence", "max_distance_ratio", "align_tol_s",
          "candidate_max_misses", "end_after_misses", "start_context_s", "end_bias_s", "from_start_max_s",
          "rival_window_s", "verify_max_distance_ratio", "verify_gap_hops", "verify_history_hops", "peak_hits",
-         "peak_min_agreement", "peak_veto_below")  # fmt: skip
+         "peak_min_agreement", "peak_veto_below", "boundary_distance_ratio", "boundary_max_drop_ratio",
+         "boundary_start_context_s", "boundary_end_bias_s")  # fmt: skip
 
 
 def table_lines(rows: list[dict[str, Any]], front: set[int], markdown: bool) -> list[str]:
     """The rows as a fixed-width or markdown table; parameter columns only for what varies."""
     varying = [n for n in SWEPT if len({getattr(r["params"], n) for r in rows}) > 1]
     head = [*varying, "F1", "recall", "false nc/24h (n)", "wrong track", "dup", "latency p50 s", "bound p95 s",
-            "start med/p95", "end med/p95", "peak q/hop", ""]
+            "<=1 s/>3 s", "start med/p95", "end med/p95", "peak q/hop", ""]
     lines = []
     if markdown:
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -444,6 +471,7 @@ def table_lines(rows: list[dict[str, Any]], front: set[int], markdown: bool) -> 
         cells = [f"{getattr(p, n):g}" for n in varying]
         cells += [f"{r['f1']:.3f}", f"{r['recall']:.3f}", f"{r['false_nc_24h']:.0f} ({r['false_nc']})",
                   str(r["wrong_track"]), str(r["duplicate"]), f"{r['latency_p50']:.1f}", f"{r['boundary_p95']:.1f}",
+                  f"{r['boundaries_within_1s']}/{r['boundaries_over_3s']}",
                   f"{r['start_median']:+.1f}/{r['start_p95']:.1f}", f"{r['end_median']:+.1f}/{r['end_p95']:.1f}", f"{r['peak_queries_per_hop']:.3f}",
                   ", ".join(x for x in ("pareto" if i in front else "", r.get("label", "")) if x)]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |" if markdown else " ".join(f"{c:>12}" for c in cells))

@@ -335,7 +335,7 @@ def eval_(
     the same with the daemon's peak check choosing among the best-voted tracks."""
     from rich.console import Console
 
-    from streamd.evaluate import EvalConfig, evaluate, format_table, write_json
+    from streamd.evaluate import EvalConfig, evaluate, format_breakdown, format_table, write_json
     from streamd.model import load_fingerprinter
 
     config = get_config(model__weights=str(weights) if weights else None)
@@ -343,7 +343,9 @@ def eval_(
     report = evaluate(fp, cfg=EvalConfig(queries=queries, strength=strength, seed=seed, half_hop_catalog=half_hop,
                                          asymmetric=asymmetric, peak_candidates=peak_candidates,
                                          peak_min_agreement=config.daemon.peak_min_agreement))  # fmt: skip
-    Console(width=None if sys.stdout.isatty() else 140).print(format_table(report))
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    console.print(format_table(report))
+    console.print(format_breakdown(report))
     if json_out:
         write_json(report, json_out)
 

@@ -123,6 +123,10 @@ class DaemonConfig:
     verify_max_distance_ratio: float = _bounded(0.3125, 0.0, 0.5)  # 0: no verification
     verify_history_hops: int = _bounded(40, 0, 1000)
     verify_gap_hops: int = _bounded(2, 0, 100)
+    boundary_distance_ratio: float = _bounded(0.43, 0.0, 0.5)  # 0: strict walks only (docs/decision.md)
+    boundary_max_drop_ratio: float = _bounded(0.3125, 0.0, 10.0)
+    boundary_start_context_s: float = _bounded(3.5, 0.0, 60.0)
+    boundary_end_bias_s: float = _bounded(-1.0, -60.0, 60.0)
     peak_hits: int = _bounded(2, 0, 1000)  # 0: no peak-confirmed start (streamd/peaks.py, docs/decision.md)
     peak_min_agreement: float = _bounded(0.4, 0.0, 1.0)
     peak_veto_below: float = _bounded(0.2, 0.0, 1.0)  # peaks this far from agreeing hold back a min_hits start

@@ -72,6 +72,13 @@ class DecisionParams:
     verify_max_distance_ratio: float = 0.3125  # a code this close (x K bits) to the predicted one verifies
     verify_history_hops: int = 40  # codes kept per stream for the look back at a play's start
     verify_gap_hops: int = 2  # hops after the last hit that may verify; failed hops the look back may cross
+    # Change-point boundaries (docs/decision.md, "Change points"): where the stream's codes along a
+    # play's line stop being closer than ``boundary_distance_ratio`` x K to the catalog's, in sum,
+    # before its first hit and after its last one. 0 turns it off (the walks above decide).
+    boundary_distance_ratio: float = 0.43
+    boundary_max_drop_ratio: float = 0.3125  # contrary evidence (sum of d - threshold, x K bits) that ends a walk
+    boundary_start_context_s: float = 3.5  # start = change point - this (not before the line's origin)
+    boundary_end_bias_s: float = -1.0  # end = change point + this (not before the last support + end_bias_s)
     # Peaks (docs/decision.md, "Peaks"): a candidate with ``peak_hits`` hits whose line the stream's
     # spectral peaks confirm (agreement >= ``peak_min_agreement``) starts without waiting for
     # ``min_hits``. 0 turns it off (also without a peak checker).
@@ -104,6 +111,10 @@ class DecisionParams:
             verify_max_distance_ratio=d.verify_max_distance_ratio,
             verify_history_hops=d.verify_history_hops,
             verify_gap_hops=d.verify_gap_hops,
+            boundary_distance_ratio=d.boundary_distance_ratio,
+            boundary_max_drop_ratio=d.boundary_max_drop_ratio,
+            boundary_start_context_s=d.boundary_start_context_s,
+            boundary_end_bias_s=d.boundary_end_bias_s,
             peak_hits=d.peak_hits,
             peak_min_agreement=d.peak_min_agreement,
             peak_veto_below=d.peak_veto_below,
@@ -283,13 +294,17 @@ class _Hypothesis:
         cases a play does not start long before the previous one ended. With verification, the look
         back (``Tracker._look_back``) may move the first hit earlier, to the earliest hop whose code
         verified, and a look back that reached the track's offset 0 through verified hops says
-        "from its beginning" however late the first hit came.
+        "from its beginning" however late the first hit came. With change points
+        (``boundary_distance_ratio``), a walk stopped before offset 0 gives the start as that
+        point − ``boundary_start_context_s``, not before the origin.
         """
         speed, offset0 = self.line(p)
         origin = self.t0 - offset0 / speed
         start = origin
         first = self.t0 if self.verified_from is None else self.verified_from
-        if not self.from_track_start and offset0 + speed * (first - self.t0) > p.from_start_max_s:
+        if p.boundary_distance_ratio > 0 and self.from_track_start is False:  # a change point before offset 0
+            start = max(origin, first - p.boundary_start_context_s)
+        elif not self.from_track_start and offset0 + speed * (first - self.t0) > p.from_start_max_s:
             start = first - p.start_context_s
         if start > origin and self.audio_start_s is not None:
             start = max(start, self.audio_start_s)
@@ -379,6 +394,7 @@ class Tracker:
         p = self.params
         verifying = catalog is not None and p.verify_max_distance_ratio > 0 and p.verify_history_hops > 0
         self._verify_max = p.verify_max_distance_ratio * p.code_bits if verifying else -1.0
+        self._boundary_max = p.boundary_distance_ratio * p.code_bits
         self._history_hops = p.verify_history_hops if verifying else 0
         self._max_distance = p.max_distance_ratio * p.code_bits
         self._score_scale = 2.0 / p.code_bits
@@ -513,6 +529,10 @@ class Tracker:
         p = self.params
         h.start_s, h.track_offset_s, _ = h.estimate_start(p)  # refined with every hit
         end = h.t_end + p.end_bias_s
+        if p.boundary_distance_ratio > 0 and self._history_hops:
+            t_change = self._end_change_point(h, state)
+            if t_change is not None:
+                end = max(end, t_change + p.boundary_end_bias_s)
         successors = [g.start_s for g in state.plays if g is not h and g.t0 > h.t0]
         if successors:  # the next track has started: plays overlap by at most a crossfade
             end = min(end, min(successors) + p.max_overlap_s)
@@ -714,7 +734,9 @@ class Tracker:
         verified hop, or the first hit) and ``h.from_track_start``: True when the walk reached track
         offset 0 (the track played from its beginning), False when more than ``verify_gap_hops``
         hops in a row failed before that (the track began to match there: a mid-track start), None
-        when the history ran out first (estimate_start then falls back to its guesses)."""
+        when the history ran out first (estimate_start then falls back to its guesses). With
+        ``boundary_distance_ratio`` the walk is a change point (:meth:`_change_point`) instead: a
+        DJ over the first seconds keeps the codes too far to verify but closer than chance."""
         p = self.params
         earlier = [(t, code) for t, code in reversed(state.history) if t < h.t0]
         h.verified_from, h.from_track_start = h.t0, None
@@ -723,6 +745,12 @@ class Tracker:
         times = [t for t, _ in earlier]
         offsets = [h.predict(t, p) for t in times]
         distances = self._code_distance(h.track, offsets, [code for _, code in earlier])
+        if p.boundary_distance_ratio > 0:
+            before_start = [offset < -0.5 * p.hop_s for offset in offsets]
+            t_best, reached = self._change_point(times, distances, before_start)
+            h.verified_from = min(h.t0, t_best) if t_best is not None else h.t0
+            h.from_track_start = reached
+            return
         failed = 0
         for t, offset, distance in zip(times, offsets, distances, strict=True):
             if offset < -0.5 * p.hop_s:
@@ -737,6 +765,46 @@ class Tracker:
                 if failed > p.verify_gap_hops:
                     h.from_track_start = False
                     return
+
+    def _change_point(self, times: list[float], distances: list[int | None],
+                      beyond: list[bool]) -> tuple[float | None, bool | None]:
+        """Walk hops away from a play's hits (back from its first hit, or on from its last one),
+        summing ``boundary_distance_ratio`` x K − distance: positive where the stream's code lies
+        closer than that to the code the play's line predicts. Under a DJ over a play's first or
+        last seconds the 128-bit codes sit ~43 bits from the catalog's at the true alignment, over
+        other audio ~64 (docs/decision.md, "Change points"). The boundary is the hop where the sum
+        peaks. Returns (that hop's time, or None if no hop added evidence; whether the walk reached
+        the track's beginning): True when it reached a hop marked ``beyond`` (before track offset
+        0) less than half the drop below the peak; False when the sum fell
+        ``boundary_max_drop_ratio`` x K below the peak first, or it reached ``beyond`` lower;
+        None when the hops ran out."""
+        p = self.params
+        threshold, drop = self._boundary_max, p.boundary_max_drop_ratio * p.code_bits
+        total = best = 0.0
+        t_best = None
+        for t, distance, outside in zip(times, distances, beyond, strict=True):
+            if outside:
+                return t_best, total >= best - drop / 2
+            if distance is None:
+                continue
+            total += threshold - distance
+            if total > best:
+                best, t_best = total, t
+            elif total < best - drop:
+                return t_best, False
+        return t_best, None
+
+    def _end_change_point(self, h: _Hypothesis, state: _StreamState) -> float | None:
+        """The last hop after ``h``'s last support where its codes, in sum, still follow its line
+        (:meth:`_change_point` forwards over the code history), or None."""
+        p = self.params
+        later = [(t, code) for t, code in state.history if t > h.t_end]
+        if not later:
+            return None
+        times = [t for t, _ in later]
+        offsets = [h.predict(t, p) for t in times]
+        distances = self._code_distance(h.track, offsets, [code for _, code in later])
+        return self._change_point(times, distances, [False] * len(times))[0]
 
     def _peak_start(self, stream_id: str, state: _StreamState, h: _Hypothesis, t: float) -> bool:
         """A candidate with ``peak_hits`` (not ``min_hits``) hits may start: it could start otherwise

@@ -112,6 +112,7 @@ class Query:
     relaxed: np.ndarray  # relaxed codes (n, K) in (−1, 1) of the hops whose window ends after the excerpt start
     times_s: np.ndarray  # query time of those window ends (seconds since the excerpt start)
     chain: str
+    steps: tuple[degrade.Step, ...]  # the degradation chain's steps (empty: clean)
     excerpt_at_s: float  # where the excerpt starts in the query audio
     peaks: np.ndarray  # spectral peaks of the whole query audio
 
@@ -155,16 +156,16 @@ def make_query(fp: Fingerprinter, rng: np.random.Generator, catalog_audio: list[
     overlap = int(rng.uniform(0.0, 2.0) * SAMPLE_RATE) if rng.random() < 0.5 else 0
     query = degrade.crossfade(context, excerpt, overlap)
     excerpt_at = (context_n - overlap) / SAMPLE_RATE
-    speed, chain_text = 1.0, "clean"
+    speed, chain_text, steps = 1.0, "clean", ()
     if degraded:
         chain = degrade.random_chain(rng, cfg.strength)
         backgrounds = [context_audio[int(rng.integers(len(context_audio)))]]
         query = degrade.apply(query, SAMPLE_RATE, chain, backgrounds=backgrounds)
-        speed, chain_text = chain.speed_factor, chain.describe()
+        speed, chain_text, steps = chain.speed_factor, chain.describe(), chain.steps
         excerpt_at /= speed
     relaxed, ends, keep = track_relaxed(fp, query)
     inside = (ends > excerpt_at) & keep
-    return Query(index, start_s, speed, relaxed[inside], ends[inside] - excerpt_at, chain_text, excerpt_at,
+    return Query(index, start_s, speed, relaxed[inside], ends[inside] - excerpt_at, chain_text, steps, excerpt_at,
                  track_peaks(query))
 
 
@@ -228,6 +229,39 @@ def negative_scores(fp: Fingerprinter, catalog: Catalog, tracks: tuple[Track, ..
     return {d: np.asarray(v) for d, v in scores.items()}, {d: np.asarray(v) for d, v in confirmed.items()}
 
 
+SNR_STEPS = ("noise", "background", "speech")  # steps with an snr_db parameter, broken down by 5 dB bands
+
+
+def degradation_labels(steps: tuple[degrade.Step, ...]) -> list[str]:
+    """The groups a degraded query counts in for ``by_degradation``: each step's kind, and for the
+    additive ones their 5 dB SNR band ("noise 10-15 dB") and, for noise, its colour ("noise white")."""
+    labels = []
+    for step in steps:
+        labels.append(step.kind)
+        if step.kind in SNR_STEPS:
+            low = min(15, int(step.params["snr_db"] // 5) * 5)
+            labels.append(f"{step.kind} {low}-{low + 5} dB")
+        if step.kind == "noise":
+            labels.append(f"noise {step.params['color']}")
+    return labels
+
+
+def degradation_breakdown(outcomes: list[tuple[list[str], dict[float, tuple[bool, bool]]]]) -> dict[str, dict[str, Any]]:
+    """Top-1 (codes, and with the peaks) of the degraded queries grouped by ``degradation_labels``:
+    which degradations the misses come from. ``outcomes``: per query (labels, {duration: (top1,
+    top1 with peaks)}). A query counts in every group it has a label of."""
+    groups: dict[str, dict[float, list[tuple[bool, bool]]]] = {}
+    for labels, by_duration in outcomes:
+        for label in ["all", *(labels or ["none"])]:
+            for d, result in by_duration.items():
+                groups.setdefault(label, {}).setdefault(d, []).append(result)
+    return {
+        label: {f"{d:g}s": {"queries": len(r), "top1": float(np.mean([a for a, _ in r])),
+                            "top1_peaks": float(np.mean([b for _, b in r]))} for d, r in sorted(by_duration.items())}
+        for label, by_duration in sorted(groups.items(), key=lambda item: (item[0] != "all", item[0]))
+    }  # fmt: skip
+
+
 def right_above(match: Match, track: int, threshold: float) -> bool:
     return match.track == track and match.score > threshold
 
@@ -261,6 +295,7 @@ def evaluate(fp: Fingerprinter, split: Split | None = None, cfg: EvalConfig = Ev
         thresholds = {d: threshold_for(np.concatenate([negatives[c][0][0][d] for c in (False, True)]), cfg.far_target)
                       for d in cfg.durations}  # fmt: skip
         results: dict[str, Any] = {}
+        outcomes: list[tuple[list[str], dict[float, tuple[bool, bool]]]] = []
         for degraded in (False, True):
             condition = "degraded" if degraded else "clean"
             bar.update(task, description=f"{condition} queries", total=cfg.queries, completed=0)
@@ -270,6 +305,7 @@ def evaluate(fp: Fingerprinter, split: Split | None = None, cfg: EvalConfig = Ev
                 index = int(rng.integers(len(split.test)))
                 query = make_query(fp, rng, catalog_audio, index, context_audio, cfg, degraded)
                 checker = _checker(query.peaks, catalog)
+                outcome: dict[float, tuple[bool, bool]] = {}
                 for d in cfg.durations:
                     use = query.times_s <= d + 1e-9
                     if not use.any():
@@ -288,6 +324,9 @@ def evaluate(fp: Fingerprinter, split: Split | None = None, cfg: EvalConfig = Ev
                     distances = np.bitwise_count(catalog.codes ^ pack_bits(relaxed[-1])).sum(-1)
                     relevant = (catalog.tracks == index) & (np.abs(catalog.offsets_s - true_offset) <= cfg.offset_tolerance_s)
                     rows[d]["ap"].append(average_precision(distances, relevant, rng))
+                    outcome[d] = (right, (confirmed or match).track == index)
+                if degraded:
+                    outcomes.append((degradation_labels(query.steps), outcome))
                 bar.update(task, advance=1)
             for d in cfg.durations:
                 fa, fa_confirmed = negatives[degraded][1][0][d], negatives[degraded][1][1][d]
@@ -312,6 +351,7 @@ def evaluate(fp: Fingerprinter, split: Split | None = None, cfg: EvalConfig = Ev
         "catalog": {"tracks": len(split.test), "codes": int(len(catalog.codes)), "hop_s": fp.hop_s},
         "config": asdict(cfg),
         "results": results,
+        "by_degradation": degradation_breakdown(outcomes),
         "wall_s": round(time.time() - started, 1),
     }
 
@@ -328,6 +368,23 @@ def format_table(report: dict[str, Any]) -> Any:
                       f"{100 * row['hit_at_threshold']:.1f} %", f"{100 * row['offset_ok']:.1f} %", f"{row['mAP']:.3f}",
                       f"{row['threshold']:.2f}", f"{100 * row['false_accept_rate']:.2f} % of {row['non_catalog_decisions']}",
                       *_peak_cells(row))  # fmt: skip
+    return table
+
+
+def format_breakdown(report: dict[str, Any], durations: tuple[str, ...] = ("5s", "10s")) -> Any:
+    """Degraded top-1 by degradation (``by_degradation``), for the given query durations."""
+    from rich.table import Table
+
+    table = Table(title="degraded queries by degradation: top-1, codes / + peaks")
+    table.add_column("degradation")
+    table.add_column("n", justify="right")
+    for d in durations:
+        table.add_column(f"{d[:-1]} s", justify="right")
+    for label, by_duration in report.get("by_degradation", {}).items():
+        cells = [f"{100 * by_duration[d]['top1']:.0f} / {100 * by_duration[d]['top1_peaks']:.0f} %" if d in by_duration
+                 else "" for d in durations]  # fmt: skip
+        n = max((v["queries"] for v in by_duration.values()), default=0)
+        table.add_row(label, str(n), *cells)
     return table
 
 

@@ -472,12 +472,23 @@ class CodedStation:
         """The search finds nothing in [start_s, end_s) (talk-over, noise), the codes are unchanged."""
         self.distances[(self.times >= start_s) & (self.times < end_s)] = -1
 
+    def muffle(self, track: int, start_s: float, offset_s: float, from_s: float, to_s: float, flips: int) -> None:
+        """Hops in [from_s, to_s) of a play of ``track`` (stream start, track offset there) get
+        its codes with ``flips`` bits flipped: the track under a DJ's voice, too far for the
+        search and for verification, closer than chance. The search misses them."""
+        rng = np.random.default_rng(int(from_s * 1000))
+        for i in np.flatnonzero((self.times >= from_s) & (self.times < to_s)):
+            row = int(round((offset_s + self.times[i] - start_s) / HOP)) - 1
+            if row >= 0:  # as in the constructor: before the track's first code the hop stays random
+                self.codes[i] = flip_random_bits(self.track_codes[track][row : row + 1], flips, rng)[0]
+        self.hide(from_s, to_s)
+
     def decide(self, params: DecisionParams, verify: bool = True) -> list[Play]:
         return decide(self.times, self.track_ids, self.offsets, self.distances, params,
                       codes=self.codes if verify else None, catalog=self.table if verify else None)  # fmt: skip
 
 
-VERIFY = DecisionParams(code_bits=CodedStation.BITS)
+VERIFY = DecisionParams(code_bits=CodedStation.BITS, boundary_distance_ratio=0.0)  # the strict walks alone
 
 
 def test_the_look_back_finds_the_start_of_a_play_the_search_matched_late():
@@ -513,6 +524,50 @@ def test_verified_hops_move_a_play_end_by_at_most_the_gap_after_its_last_hit():
     assert play.end_s - blind.end_s == pytest.approx(VERIFY.verify_gap_hops * HOP, abs=1e-6)
     off = dataclasses.replace(VERIFY, verify_max_distance_ratio=0.0)
     assert station.decide(off) == [blind]  # ratio 0 turns verification off
+
+
+# The default ratio; these codes lie close from a play's first hop on, so the start context is a
+# hop, not the real model's 4.5 s (docs/decision.md, "Change points").
+CHANGE_POINTS = dataclasses.replace(VERIFY, boundary_distance_ratio=DecisionParams().boundary_distance_ratio,
+                                    boundary_start_context_s=1.0, boundary_end_bias_s=0.0)  # fmt: skip
+
+
+def test_change_points_find_a_start_and_an_end_under_talk_over():
+    """A play from the track's beginning with a DJ over its first 12 s and its last 8 s: the codes
+    there lie 24 of 64 bits from the catalog's (verification needs <= 20, chance is ~32). The
+    strict walks leave the start at the first hit − start_context_s and the end at the last hit;
+    the change points put both where the track's codes begin and stop."""
+    station = CodedStation([(3, 50.0, 130.0, 0.0)], 180.0, seed=4)
+    station.muffle(3, 50.0, 0.0, 50.0, 62.0, flips=24)
+    station.muffle(3, 50.0, 0.0, 122.0, 130.0, flips=24)
+    strict, = station.decide(VERIFY)
+    assert strict.start_s > 55.0 and strict.end_s < 126.0
+    play, = station.decide(CHANGE_POINTS)
+    assert play.track_id == "t3" and abs(play.start_s - 50.0) <= HOP and play.track_offset_s == pytest.approx(0.0, abs=HOP)
+    assert abs(play.end_s - 130.0) <= 1.5 * HOP
+    assert (play.first_hit_s, play.last_hit_s) == (strict.first_hit_s, strict.last_hit_s)  # the hits are the same
+
+
+def test_a_change_point_bounds_an_excerpt_that_begins_a_few_seconds_into_its_track():
+    """An excerpt from offset 5 s after other audio: its first hit lies within from_start_max_s of
+    the track's beginning, so without change points its start is the line's origin, 5 s early; the
+    random codes before it stop the walk back."""
+    station = CodedStation([(6, 40.0, 120.0, 5.0)], 160.0, seed=5)
+    station.hide(0.0, 44.0)
+    old, = station.decide(VERIFY)
+    assert old.start_s < 36.5  # the origin, 35 s
+    play, = station.decide(CHANGE_POINTS)
+    assert abs(play.start_s - 40.0) <= 1.5 * HOP and play.track_offset_s == pytest.approx(5.0, abs=1.5 * HOP)
+
+
+def test_change_points_do_not_stretch_a_play_over_chance_codes():
+    """A plain play with random codes around it: the change points move its boundaries by at most
+    a hop, and a change-point ratio of 0 gives exactly the strict walks' plays."""
+    station = CodedStation([(2, 30.0, 110.0, 20.0)], 170.0, seed=6)
+    plain, = station.decide(VERIFY)
+    play, = station.decide(CHANGE_POINTS)
+    assert abs(play.start_s - 30.0) <= 1.5 * HOP and abs(play.end_s - 110.0) <= 1.5 * HOP
+    assert station.decide(dataclasses.replace(CHANGE_POINTS, boundary_distance_ratio=0.0)) == [plain]
 
 
 def test_a_verifying_tracker_restored_from_its_state_decides_exactly_the_same():

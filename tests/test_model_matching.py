@@ -86,7 +86,7 @@ def test_eval_runs_on_a_tiny_corpus(tmp_path, monkeypatch):
 
     from streamd import degrade
     from streamd.dataset import Split, Track, audio_cache_path, save_audio
-    from streamd.evaluate import EvalConfig, evaluate, format_table
+    from streamd.evaluate import EvalConfig, evaluate, format_breakdown, format_table
     from streamd.model import Fingerprinter
     from streamd.model.network import ArchConfig, HashNet
 
@@ -110,11 +110,35 @@ def test_eval_runs_on_a_tiny_corpus(tmp_path, monkeypatch):
             assert row["non_catalog_decisions"] > 0 and 0 <= row["false_accept_rate"] <= 1
             assert 0 <= row["top1_peaks"] <= 1 and 0 <= row["false_accept_rate_peaks"] <= 1
         assert report["catalog"]["tracks"] == 3
+        overall = report["by_degradation"]["all"]  # every degraded query, by degradation
+        for d in ("3s", "10s"):
+            assert overall[d]["queries"] == 3 and overall[d]["top1"] == report["results"][f"degraded/{d}"]["top1"]
+            assert overall[d]["top1_peaks"] == report["results"][f"degraded/{d}"]["top1_peaks"]
         format_table(report)
+        format_breakdown(report)
     codes_only = evaluate(fp, split, EvalConfig(queries=3, durations=(3.0,), context_s=(5.0, 8.0), peak_candidates=0),
                           progress=False)  # fmt: skip
     for row in codes_only["results"].values():  # no candidates for the peaks: the vote decides alone
         assert row["top1_peaks"] == row["top1"] and row["false_accept_rate_peaks"] == row["false_accept_rate"]
+
+
+def test_degraded_queries_are_grouped_by_each_step_and_snr_band():
+    from streamd.degrade import Step
+    from streamd.evaluate import degradation_breakdown, degradation_labels
+
+    noisy = (Step("eq", {}), Step("noise", {"snr_db": 12.3, "color": "white", "seed": 1}))
+    assert degradation_labels(noisy) == ["eq", "noise", "noise 10-15 dB", "noise white"]
+    assert degradation_labels((Step("speech", {"snr_db": 20.0, "seed": 1}),)) == ["speech", "speech 15-20 dB"]
+    breakdown = degradation_breakdown([
+        (degradation_labels(noisy), {5.0: (False, True)}),
+        (["eq"], {5.0: (True, True)}),
+        ([], {5.0: (True, False)}),
+    ])
+    assert list(breakdown)[0] == "all"
+    assert breakdown["all"]["5s"] == {"queries": 3, "top1": 2 / 3, "top1_peaks": 2 / 3}
+    assert breakdown["eq"]["5s"] == {"queries": 2, "top1": 0.5, "top1_peaks": 1.0}
+    assert breakdown["noise white"]["5s"] == {"queries": 1, "top1": 0.0, "top1_peaks": 1.0}
+    assert breakdown["none"]["5s"]["queries"] == 1
 
 
 def test_the_peaks_choose_the_candidate_whose_track_plays_at_its_offset():
