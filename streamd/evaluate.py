@@ -30,6 +30,10 @@ otherwise the vote does. A non-catalog decision is a false accept with peaks whe
 is above the threshold or one of its candidates agrees, so ``hit + peaks`` and ``false accepts +
 peaks`` use the same thresholds as the codes alone plus that rule.
 
+By degradation (``by_degradation``): the degraded queries' top-1 grouped by each step of their
+chain, the additive steps also by 5 dB SNR band and noise colour — which degradations the misses
+come from (a query with several steps counts in each of their groups).
+
 mAP (as in the paper's retrieval tables): each query's newest code ranks all catalog codes by
 Hamming distance; relevant = codes of the right track within ±1.5 s of the true offset.
 """
