@@ -742,9 +742,7 @@ class Tracker:
         h.verified_from, h.from_track_start = h.t0, None
         if not earlier:
             return
-        times = [t for t, _ in earlier]
-        offsets = [h.predict(t, p) for t in times]
-        distances = self._code_distance(h.track, offsets, [code for _, code in earlier])
+        times, offsets, distances = self._along_line(h, earlier)
         if p.boundary_distance_ratio > 0:
             before_start = [offset < -0.5 * p.hop_s for offset in offsets]
             t_best, reached = self._change_point(times, distances, before_start)
@@ -797,14 +795,18 @@ class Tracker:
     def _end_change_point(self, h: _Hypothesis, state: _StreamState) -> float | None:
         """The last hop after ``h``'s last support where its codes, in sum, still follow its line
         (:meth:`_change_point` forwards over the code history), or None."""
-        p = self.params
         later = [(t, code) for t, code in state.history if t > h.t_end]
         if not later:
             return None
-        times = [t for t, _ in later]
-        offsets = [h.predict(t, p) for t in times]
-        distances = self._code_distance(h.track, offsets, [code for _, code in later])
+        times, _, distances = self._along_line(h, later)
         return self._change_point(times, distances, [False] * len(times))[0]
+
+    def _along_line(self, h: _Hypothesis, entries: list[tuple[float, int]]) -> tuple[list[float], list[float], list[int | None]]:
+        """(times, offsets ``h``'s line predicts there, distances of the codes to the catalog's
+        codes at those offsets) for history ``entries`` (t, code)."""
+        times = [t for t, _ in entries]
+        offsets = [h.predict(t, self.params) for t in times]
+        return times, offsets, self._code_distance(h.track, offsets, [code for _, code in entries])
 
     def _peak_start(self, stream_id: str, state: _StreamState, h: _Hypothesis, t: float) -> bool:
         """A candidate with ``peak_hits`` (not ``min_hits``) hits may start: it could start otherwise
