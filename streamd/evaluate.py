@@ -115,8 +115,7 @@ class Query:
     speed: float
     relaxed: np.ndarray  # relaxed codes (n, K) in (−1, 1) of the hops whose window ends after the excerpt start
     times_s: np.ndarray  # query time of those window ends (seconds since the excerpt start)
-    chain: str
-    steps: tuple[degrade.Step, ...]  # the degradation chain's steps (empty: clean)
+    chain: degrade.DegradationChain  # what degraded the query (no steps: clean)
     excerpt_at_s: float  # where the excerpt starts in the query audio
     peaks: np.ndarray  # spectral peaks of the whole query audio
 
@@ -160,16 +159,15 @@ def make_query(fp: Fingerprinter, rng: np.random.Generator, catalog_audio: list[
     overlap = int(rng.uniform(0.0, 2.0) * SAMPLE_RATE) if rng.random() < 0.5 else 0
     query = degrade.crossfade(context, excerpt, overlap)
     excerpt_at = (context_n - overlap) / SAMPLE_RATE
-    speed, chain_text, steps = 1.0, "clean", ()
+    chain = degrade.DegradationChain()
     if degraded:
         chain = degrade.random_chain(rng, cfg.strength)
         backgrounds = [context_audio[int(rng.integers(len(context_audio)))]]
         query = degrade.apply(query, SAMPLE_RATE, chain, backgrounds=backgrounds)
-        speed, chain_text, steps = chain.speed_factor, chain.describe(), chain.steps
-        excerpt_at /= speed
+        excerpt_at /= chain.speed_factor
     relaxed, ends, keep = track_relaxed(fp, query)
     inside = (ends > excerpt_at) & keep
-    return Query(index, start_s, speed, relaxed[inside], ends[inside] - excerpt_at, chain_text, steps, excerpt_at,
+    return Query(index, start_s, chain.speed_factor, relaxed[inside], ends[inside] - excerpt_at, chain, excerpt_at,
                  track_peaks(query))
 
 
@@ -330,7 +328,7 @@ def evaluate(fp: Fingerprinter, split: Split | None = None, cfg: EvalConfig = Ev
                     rows[d]["ap"].append(average_precision(distances, relevant, rng))
                     outcome[d] = (right, (confirmed or match).track == index)
                 if degraded:
-                    outcomes.append((degradation_labels(query.steps), outcome))
+                    outcomes.append((degradation_labels(query.chain.steps), outcome))
                 bar.update(task, advance=1)
             for d in cfg.durations:
                 fa, fa_confirmed = negatives[degraded][1][0][d], negatives[degraded][1][1][d]
