@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from streamd import protocol  # noqa: E402
 from streamd.config import load_config  # noqa: E402
+from streamd.daemon.allocator import tune_malloc  # noqa: E402
 from streamd.daemon.pipeline import TableSearcher, pipeline_from_config  # noqa: E402
 from streamd.store.catalog import Track  # noqa: E402
 from streamd.store.table import CodeTable, SearchSettings  # noqa: E402
@@ -113,7 +114,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--model", choices=("shipped", "test"), default="shipped")
     parser.add_argument("--catalog-tracks", type=int, default=200)
+    parser.add_argument("--malloc", choices=("daemon", "heap", "glibc"), default="daemon",
+                        help="glibc malloc settings: the daemon's (daemon.malloc_*), large buffers kept "
+                             "on the heap (512 MB mmap and trim thresholds, 2 arenas), or glibc's defaults")  # fmt: skip
     args = parser.parse_args()
+    d = load_config().daemon
+    if args.malloc == "daemon":
+        tune_malloc(d.malloc_mmap_threshold_kb, d.malloc_arena_max)
+    elif args.malloc == "heap":
+        tune_malloc(524_288, 2, trim_threshold_kb=524_288)
     if args.model == "test":
         from daemon_doubles import ProjectionFingerprinter
 
@@ -124,7 +133,7 @@ def main() -> None:
         fp = load_fingerprinter(load_config().model)
     searcher = random_catalog(fp.bits, args.catalog_tracks, 200)
     print(f"model {fp.version}; catalog {args.catalog_tracks * 200} random codes; load {os.getloadavg()[0]:.1f}; "
-          f"hop 1.024 s")  # fmt: skip
+          f"hop 1.024 s; malloc {args.malloc}")  # fmt: skip
     print("streams | round s | decode | frontend | model | search | decision | real time? | p50 delay s | p99 delay s | max RSS MB")
     for n in (int(s) for s in args.streams.split(",")):
         r = run(n, args.rounds, fp, searcher)

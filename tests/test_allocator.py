@@ -13,14 +13,15 @@ GLIBC = platform.libc_ver()[0] == "glibc"
 
 def test_zero_settings_leave_malloc_alone():
     assert tune_malloc(0, 0) is False
+    assert tune_malloc(0, 0, trim_threshold_kb=0) is False
 
 
 @pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
 def test_settings_apply_on_glibc():
     # In a child: the settings are process-wide and must not leak into the test session.
-    code = "from streamd.daemon.allocator import tune_malloc; print(tune_malloc(64, 2))"
+    code = "from streamd.daemon.allocator import tune_malloc; print(tune_malloc(64, 2), tune_malloc(0, 0, 1024))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "True"
+    assert out.split() == ["True", "True"]
 
 
 @pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")

@@ -10,6 +10,13 @@ from the heap, whose pages return to the system only when the top of the heap is
 64 kB threshold and two arenas (bench/RESULTS.md, "Soak"). The same settings can be given as the
 environment variables ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_ARENA_MAX``; ``mallopt`` at start-up
 does it for every way of launching the daemon.
+
+The price is CPU: every buffer above 64 kB is mapped afresh and faulted in page by page each
+round (a 1 000-stream encoder step: 0.70 s, 0.40 s of it in the kernel, against 0.27-0.30 s with
+the buffers kept on the heap). Keeping them on the heap (large mmap and trim thresholds,
+``bench/daemon.py --malloc heap``) halves a 1 000-stream round, but RSS then crept up ~25 % in
+10 minutes of a 500-stream soak, even with ``malloc_trim`` every 30 s (bench/RESULTS.md, "Soak",
+session 11), so the daemon keeps the flat-RSS settings.
 """
 
 from __future__ import annotations
@@ -21,16 +28,18 @@ import logging
 
 log = logging.getLogger(__name__)
 
-M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
+M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
+M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 
 
-def tune_malloc(mmap_threshold_kb: int, arena_max: int) -> bool:
-    """Fix glibc's mmap threshold (0: keep the dynamic default) and cap its arenas (0: no cap).
+def tune_malloc(mmap_threshold_kb: int, arena_max: int, trim_threshold_kb: int = 0) -> bool:
+    """Fix glibc's mmap threshold (0: keep the dynamic default), cap its arenas (0: no cap) and fix
+    how much free memory at the top of the heap it keeps before returning it (0: the default).
 
     Returns whether the settings were applied: False on a C library without ``mallopt`` (musl,
     macOS), where the daemon runs as before."""
-    if mmap_threshold_kb <= 0 and arena_max <= 0:
+    if mmap_threshold_kb <= 0 and arena_max <= 0 and trim_threshold_kb <= 0:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -42,11 +51,14 @@ def tune_malloc(mmap_threshold_kb: int, arena_max: int) -> bool:
     ok = True
     if mmap_threshold_kb > 0:
         ok &= mallopt(M_MMAP_THRESHOLD, mmap_threshold_kb * 1024) == 1
+    if trim_threshold_kb > 0:
+        ok &= mallopt(M_TRIM_THRESHOLD, trim_threshold_kb * 1024) == 1
     if arena_max > 0:
         ok &= mallopt(M_ARENA_MAX, arena_max) == 1
     if not ok:
         log.warning("mallopt refused the malloc settings; RSS may creep up over long runs",
-                    extra={"mmap_threshold_kb": mmap_threshold_kb, "arena_max": arena_max})  # fmt: skip
+                    extra={"mmap_threshold_kb": mmap_threshold_kb, "arena_max": arena_max,
+                           "trim_threshold_kb": trim_threshold_kb})  # fmt: skip
     return bool(ok)
 
 
