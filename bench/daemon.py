@@ -114,15 +114,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--model", choices=("shipped", "test"), default="shipped")
     parser.add_argument("--catalog-tracks", type=int, default=200)
-    parser.add_argument("--malloc", choices=("daemon", "heap", "glibc"), default="daemon",
-                        help="glibc malloc settings: the daemon's (daemon.malloc_*), large buffers kept "
-                             "on the heap (512 MB mmap and trim thresholds, 2 arenas), or glibc's defaults")  # fmt: skip
+    parser.add_argument("--malloc", default="daemon",
+                        help="glibc malloc settings: 'daemon' (daemon.malloc_*), 'heap' (large buffers kept on "
+                             "the heap: 512 MB mmap and trim thresholds, 2 arenas), 'glibc' (its defaults), or "
+                             "'MMAP_KB:TRIM_KB' (2 arenas)")  # fmt: skip
     args = parser.parse_args()
     d = load_config().daemon
     if args.malloc == "daemon":
         tune_malloc(d.malloc_mmap_threshold_kb, d.malloc_arena_max)
     elif args.malloc == "heap":
         tune_malloc(524_288, 2, trim_threshold_kb=524_288)
+    elif args.malloc != "glibc":
+        mmap_kb, _, trim_kb = args.malloc.partition(":")
+        tune_malloc(int(mmap_kb), 2, trim_threshold_kb=int(trim_kb or 0))
     if args.model == "test":
         from daemon_doubles import ProjectionFingerprinter
 

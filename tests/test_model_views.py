@@ -51,3 +51,27 @@ def test_query_matches_reference_inside_the_fill(tracks):
     assert torch.equal(query[..., end - inside :], reference[..., end - inside :])
     # Before the fill the query hears something else (another track, talk, noise or silence).
     assert not torch.equal(query[..., : end - inside - 48], reference[..., : end - inside - 48])
+
+
+def test_degrade_probabilities_reach_the_chain(tracks, monkeypatch):
+    from streamd import degrade
+
+    seen = []
+    real = degrade.random_chain
+
+    def spy(rng, strength, kinds=None, probabilities=None):
+        seen.append(probabilities)
+        return real(rng, strength, kinds=kinds, probabilities=probabilities)
+
+    monkeypatch.setattr(degrade, "random_chain", spy)
+    views = ViewConfig(items=2, windows=3, degrade_prob=1.0, codec_prob=0.0, degrade_probabilities={"speech": 0.0, "noise": 1.0})
+    ViewMaker(tracks, ARCH, views).batch(np.random.default_rng(1), np.array([0, 1]))
+    assert seen and all(p["speech"] == 0.0 and p["noise"] == 1.0 and p["compress"] == views.compress_prob for p in seen)
+
+
+@pytest.mark.parametrize("bad", [{"noize": 0.5}, {"noise": 1.5}])
+def test_degrade_probabilities_are_checked(bad):
+    from streamd.errors import StreamdError
+
+    with pytest.raises(StreamdError, match="degrade_probabilities"):
+        ViewConfig(degrade_probabilities=bad)

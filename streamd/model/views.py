@@ -19,13 +19,14 @@ one item covers a range of fills. Both views are returned as log-mel sequences o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from streamd import degrade
 from streamd.dataset import SAMPLE_RATE, Track, audio_cache_path, codec_variant_name, load_audio
+from streamd.errors import StreamdError
 from streamd.melspec import MelParams, offline_logmel
 from streamd.model.network import ArchConfig
 
@@ -46,6 +47,9 @@ class ViewConfig:
     codec_copies: int = 2
     degrade_prob: float = 0.8
     compress_prob: float = 0.25  # the multiband compressor is the costliest on-the-fly step
+    # Chance of each degradation step (degrade.DEFAULT_PROBABILITIES otherwise), e.g. {"speech": 0.4}
+    # to train harder on what ``streamd eval``'s breakdown puts at the bottom.
+    degrade_probabilities: dict[str, float] = field(default_factory=dict)
     min_strength: float = 0.2
     max_strength: float = 1.0
     crossfade_prob: float = 0.5
@@ -53,6 +57,13 @@ class ViewConfig:
     prefix_music: float = 0.6
     prefix_talk: float = 0.15
     prefix_noise: float = 0.15  # the rest is silence
+
+    def __post_init__(self) -> None:
+        unknown = set(self.degrade_probabilities) - set(degrade.STEPS)
+        if unknown:
+            raise StreamdError(f"views.degrade_probabilities: unknown step(s) {sorted(unknown)}; known: {', '.join(degrade.STEPS)}")
+        if any(not 0.0 <= p <= 1.0 for p in self.degrade_probabilities.values()):
+            raise StreamdError("views.degrade_probabilities: each chance must be in [0, 1]")
 
 
 class TrackAudio:
@@ -164,7 +175,7 @@ class ViewMaker:
                 rng,
                 float(rng.uniform(cfg.min_strength, cfg.max_strength)),
                 kinds=[k for k in degrade.STEPS if k not in ("speed", "codec")],
-                probabilities={"compress": cfg.compress_prob},
+                probabilities={"compress": cfg.compress_prob, **cfg.degrade_probabilities},
             )
             backgrounds = [self.audio.clean(int(rng.integers(len(self.groups))))]
             query = degrade.apply(query, SAMPLE_RATE, chain, backgrounds=backgrounds)
