@@ -126,6 +126,8 @@ def main() -> None:
         tune_malloc(524_288, 2, trim_threshold_kb=524_288)
     elif args.malloc != "glibc":
         mmap_kb, _, trim_kb = args.malloc.partition(":")
+        if not (mmap_kb.isdigit() and (trim_kb or "0").isdigit()):
+            parser.error(f"--malloc: daemon, heap, glibc or MMAP_KB:TRIM_KB, not {args.malloc!r}")
         tune_malloc(int(mmap_kb), 2, trim_threshold_kb=int(trim_kb or 0))
     if args.model == "test":
         from daemon_doubles import ProjectionFingerprinter
