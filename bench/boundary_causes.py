@@ -65,7 +65,7 @@ def boundaries(truth: dict, records: list[dict]) -> list[Boundary]:
                 t["stream"] == play.stream and t["start_s"] < at + TALK_RADIUS_S and t["end_s"] > at - TALK_RADIUS_S
                 for t in talk
             )
-            out.append(Boundary(side, error, crossfade, neighbour, near_talk, play.offset_s <= 0.5, play.stream,
+            out.append(Boundary(side, error, crossfade, neighbour, near_talk, not play.partial, play.stream,
                                 play.track_id))  # fmt: skip
     return out
 
