@@ -330,9 +330,10 @@ def eval_(
     half_hop: Annotated[bool, typer.Option("--half-hop", help="Also index windows half a hop later (2x catalog).")] = False,
     asymmetric: Annotated[bool, typer.Option("--asymmetric", help="Rank by asymmetric distance (relaxed query codes vs catalog bits).")] = False,
     peak_candidates: Annotated[int, typer.Option("--peak-candidates", help="Best-voted tracks the spectral peaks choose among (0: codes only).")] = 10,
+    rescore_candidates: Annotated[int, typer.Option("--rescore-candidates", help="Best-voted tracks the re-scoring (peaks + codes along the line) ranks (0: off).")] = 30,
 ) -> None:
     """Evaluate the hash model: top-1 for 3/5/10/29 s queries, clean and degraded; mAP; false accepts;
-    the same with the daemon's peak check choosing among the best-voted tracks."""
+    the same with the daemon's peak check choosing among the best-voted tracks; top-1 re-scored."""
     from rich.console import Console
 
     from streamd.evaluate import EvalConfig, evaluate, format_breakdown, format_table, write_json
@@ -342,7 +343,7 @@ def eval_(
     fp = load_fingerprinter(config.model)
     report = evaluate(fp, cfg=EvalConfig(queries=queries, strength=strength, seed=seed, half_hop_catalog=half_hop,
                                          asymmetric=asymmetric, peak_candidates=peak_candidates,
-                                         peak_min_agreement=config.daemon.peak_min_agreement))  # fmt: skip
+                                         rescore_candidates=rescore_candidates, peak_min_agreement=config.daemon.peak_min_agreement))  # fmt: skip
     console = Console(width=None if sys.stdout.isatty() else 140)
     console.print(format_table(report))
     console.print(format_breakdown(report))

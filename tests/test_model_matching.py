@@ -109,17 +109,20 @@ def test_eval_runs_on_a_tiny_corpus(tmp_path, monkeypatch):
             assert row["queries"] == 3 and 0 <= row["top1"] <= 1 and 0 <= row["mAP"] <= 1
             assert row["non_catalog_decisions"] > 0 and 0 <= row["false_accept_rate"] <= 1
             assert 0 <= row["top1_peaks"] <= 1 and 0 <= row["false_accept_rate_peaks"] <= 1
+            assert 0 <= row["top1_rescored"] <= 1
         assert report["catalog"]["tracks"] == 3
         overall = report["by_degradation"]["all"]  # every degraded query, by degradation
         for d in ("3s", "10s"):
             assert overall[d]["queries"] == 3 and overall[d]["top1"] == report["results"][f"degraded/{d}"]["top1"]
             assert overall[d]["top1_peaks"] == report["results"][f"degraded/{d}"]["top1_peaks"]
+            assert overall[d]["top1_rescored"] == report["results"][f"degraded/{d}"]["top1_rescored"]
         format_table(report)
         format_breakdown(report)
-    codes_only = evaluate(fp, split, EvalConfig(queries=3, durations=(3.0,), context_s=(5.0, 8.0), peak_candidates=0),
-                          progress=False)  # fmt: skip
-    for row in codes_only["results"].values():  # no candidates for the peaks: the vote decides alone
+    codes_only = evaluate(fp, split, EvalConfig(queries=3, durations=(3.0,), context_s=(5.0, 8.0), peak_candidates=0,
+                                                rescore_candidates=0), progress=False)  # fmt: skip
+    for row in codes_only["results"].values():  # no candidates for the peaks or the re-scoring: the vote decides alone
         assert row["top1_peaks"] == row["top1"] and row["false_accept_rate_peaks"] == row["false_accept_rate"]
+        assert row["top1_rescored"] == row["top1"]
 
 
 def test_degraded_queries_are_grouped_by_each_step_and_snr_band():
@@ -130,14 +133,14 @@ def test_degraded_queries_are_grouped_by_each_step_and_snr_band():
     assert degradation_labels(noisy) == ["eq", "noise", "noise 10-15 dB", "noise white"]
     assert degradation_labels((Step("speech", {"snr_db": 20.0, "seed": 1}),)) == ["speech", "speech 15-20 dB"]
     breakdown = degradation_breakdown([
-        (degradation_labels(noisy), {5.0: (False, True)}),
-        (["eq"], {5.0: (True, True)}),
-        ([], {5.0: (True, False)}),
+        (degradation_labels(noisy), {5.0: (False, True, False)}),
+        (["eq"], {5.0: (True, True, True)}),
+        ([], {5.0: (True, False, True)}),
     ])
     assert list(breakdown)[0] == "all"
-    assert breakdown["all"]["5s"] == {"queries": 3, "top1": 2 / 3, "top1_peaks": 2 / 3}
-    assert breakdown["eq"]["5s"] == {"queries": 2, "top1": 0.5, "top1_peaks": 1.0}
-    assert breakdown["noise white"]["5s"] == {"queries": 1, "top1": 0.0, "top1_peaks": 1.0}
+    assert breakdown["all"]["5s"] == {"queries": 3, "top1": 2 / 3, "top1_peaks": 2 / 3, "top1_rescored": 2 / 3}
+    assert breakdown["eq"]["5s"] == {"queries": 2, "top1": 0.5, "top1_peaks": 1.0, "top1_rescored": 0.5}
+    assert breakdown["noise white"]["5s"] == {"queries": 1, "top1": 0.0, "top1_peaks": 1.0, "top1_rescored": 0.0}
     assert breakdown["none"]["5s"]["queries"] == 1
 
 
@@ -158,3 +161,30 @@ def test_the_peaks_choose_the_candidate_whose_track_plays_at_its_offset():
     assert peak_choice([wrong, right], checker, 8.0, EvalConfig()) == right
     assert peak_choice([wrong, right], checker, 8.0, EvalConfig(peak_candidates=1)) is None
     assert peak_choice([Match(1, 5.0, 4.0, 4, 0.0)], checker, 8.0, EvalConfig()) is None  # right track, wrong offset
+
+
+def test_rescoring_picks_the_candidate_whose_peaks_and_codes_follow_the_query():
+    """`streamd eval`'s re-scoring: the right track wins over a better-voted wrong one when its
+    peaks lie on the query's and its catalog codes along the line are the query's; with equal peak
+    evidence the codes decide."""
+    from streamd import degrade
+    from streamd.evaluate import Catalog, EvalConfig, _checker, rescore
+    from streamd.indexer import track_peaks
+    from streamd.model.matching import Match
+
+    rng = np.random.default_rng(11)
+    tracks = [np.concatenate([degrade.synthetic_music(2 * 12000, 12000, rng) for _ in range(15)]) * 0.2 for _ in range(2)]
+    offsets = np.arange(1, 31) * 1.0
+    codes = rng.integers(0, 256, (60, 16), dtype=np.uint8)  # 30 codes per track, 128 bits
+    catalog = Catalog(codes, np.repeat([0, 1], 30), np.tile(offsets, 2), ["a", "b"], [track_peaks(t) for t in tracks])
+    assert np.array_equal(catalog.codes_along(1, np.array([12.2, 12.6, 30.9])), codes[[30 + 11, 30 + 12, 59]])
+    query = tracks[1][10 * 12000 : 20 * 12000]  # track 1 from 10 s: at query time 8 s it is at 18 s
+    times = np.array([6.0, 7.0, 8.0])
+    query_codes = catalog.codes_along(1, 18.0 - (8.0 - times))
+    checkers = (_checker(track_peaks(query), catalog), _checker(track_peaks(query), catalog, 8.0))
+    wrong, right = Match(0, 18.0, 5.0, 5, 4.0), Match(1, 18.0, 4.0, 4, 5.0)
+    assert rescore([wrong, right], checkers, catalog, query_codes, times, 8.0, EvalConfig()) == right
+    assert rescore([wrong, right], checkers, catalog, query_codes, times, 8.0, EvalConfig(rescore_candidates=1)) == wrong
+    no_peaks = (_checker(np.zeros((0, 2), np.int32), catalog),) * 2  # no verdict from the peaks: codes decide
+    same_track_codes = catalog.codes_along(0, 18.0 - (8.0 - times))
+    assert rescore([right, wrong], no_peaks, catalog, same_track_codes, times, 8.0, EvalConfig()) == wrong
