@@ -113,7 +113,7 @@ class DaemonConfig:
     align_tol_s: float = _bounded(1.5, 0.0, 60.0)
     speed_tol: float = _bounded(0.03, 0.0, 0.5)
     candidate_max_misses: int = _bounded(1, 0, 100)
-    end_after_misses: int = _bounded(12, 1, 1000)
+    end_after_misses: int = _bounded(16, 1, 1000)
     from_start_max_s: float = _bounded(8.0, 0.0, 3600.0)
     start_context_s: float = _bounded(4.0, 0.0, 600.0)
     max_overlap_s: float = _bounded(1.0, 0.0, 600.0)

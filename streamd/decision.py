@@ -60,7 +60,7 @@ class DecisionParams:
     align_tol_s: float = 1.5  # how far a hit may land from the predicted track offset
     speed_tol: float = 0.03  # allowed playback speed deviation (0.03 = 0.97 .. 1.03)
     candidate_max_misses: int = 1  # consecutive misses a not-yet-started hypothesis survives
-    end_after_misses: int = 12  # consecutive misses that end a play (hysteresis)
+    end_after_misses: int = 16  # consecutive misses that end a play (hysteresis)
     from_start_max_s: float = 8.0  # a play first hit at most this far into the track was played from 0
     start_context_s: float = 4.0  # audio the model needs before its first match (mid-track starts)
     max_overlap_s: float = 1.0  # how much a play may overlap the previous one, for the start bound
@@ -195,10 +195,11 @@ class _Hypothesis:
     __slots__ = (
         "track", "t0", "o0", "t_last", "o_last", "t_end", "n", "sum_d", "score", "sx", "sy", "sxx", "sxy", "hit",
         "expires", "start_s", "track_offset_s", "origin_s", "detected_s", "prev_end_s", "audio_start_s", "occurrence",
-        "verified_from", "from_track_start", "t_hit",
+        "verified_from", "from_track_start", "t_hit", "airing_start_s",
     )  # fmt: skip
     # Slots newer than some saved states: their value when absent.
-    _OPTIONAL = {"audio_start_s": None, "verified_from": None, "from_track_start": None, "t_hit": None}
+    _OPTIONAL = {"audio_start_s": None, "verified_from": None, "from_track_start": None, "t_hit": None,
+                 "airing_start_s": None}  # fmt: skip
 
     def __init__(self, track: Any, t: float, offset: float, distance: float, score: float, expires: float) -> None:
         self.track = track
@@ -219,6 +220,8 @@ class _Hypothesis:
         # stream's code history ended first).
         self.verified_from: float | None = None
         self.from_track_start: bool | None = None
+        # Set when it takes over a play (Tracker._hand_over): that play's first hit; the airing began by then.
+        self.airing_start_s: float | None = None
         # start_s, track_offset_s, origin_s, detected_s, prev_end_s, audio_start_s, occurrence: set when
         # it becomes a play.
 
@@ -310,6 +313,8 @@ class _Hypothesis:
             start = max(start, self.audio_start_s)
         if self.prev_end_s is not None:  # also for "from the start": an excerpt may begin a few s in
             start = max(start, self.prev_end_s - p.max_overlap_s)
+        if self.airing_start_s is not None:
+            start = min(start, self.airing_start_s)
         start = min(start, self.t0)
         return start, max(0.0, offset0 + speed * (start - self.t0)), origin
 
@@ -691,8 +696,11 @@ class Tracker:
 
     def _hand_over(self, h: _Hypothesis, successor: _Hypothesis, state: _StreamState) -> None:
         """``successor`` becomes play ``h``: same play id and detection (no new ``started``); its
-        own hits give the boundaries and offset that ``ended`` reports."""
+        own hits give the boundaries and offset that ``ended`` reports, but the start is at most
+        ``h``'s first hit (``airing_start_s``): the airing was under way by then, however late the
+        successor's own hits began."""
         state.candidates.remove(successor)
+        successor.airing_start_s = h.t0 if h.airing_start_s is None else min(h.t0, h.airing_start_s)
         successor.prev_end_s, successor.audio_start_s = h.prev_end_s, h.audio_start_s
         successor.origin_s, successor.detected_s, successor.occurrence = h.origin_s, h.detected_s, h.occurrence
         if self._history_hops and state.history:

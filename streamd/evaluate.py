@@ -36,7 +36,9 @@ degraded 5 s queries, but the vote puts it first for ~80 %) are ranked by all th
 their voted alignment at once: the peak agreement over the newest 4 s and over the whole query (up
 to ``rescore_long_window_s``), less ``rescore_distance_weight`` x the Hamming distances of the
 query's codes to the catalog codes along the candidate's line (mean, min and newest, in units of
-K/2 bits). No threshold is calibrated for it yet: it reports top-1 only.
+K/2 bits). The best score is also computed for every non-catalog decision, and its own threshold
+calibrated like the vote's (``hit rescored``: right track and score above it; ``false accepts
+rescored`` on the held-out half).
 
 By degradation (``by_degradation``): the degraded queries' top-1 grouped by each step of their
 chain, the additive steps also by 5 dB SNR band and noise colour — which degradations the misses
@@ -52,7 +54,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -231,11 +233,12 @@ def _checker(peaks: np.ndarray, catalog: Catalog, window_s: float = 4.0) -> Peak
 
 
 def rescore(candidates: list[Match], checkers: tuple[PeakChecker, PeakChecker], catalog: Catalog,
-            codes: np.ndarray, times_s: np.ndarray, end_s: float, cfg: EvalConfig) -> Match:
-    """The candidate with the most evidence at its voted alignment (module docstring, "Re-scoring"):
-    peak agreement over a short and a long window (``checkers``) minus the weighted Hamming
-    distances of the query's packed ``codes`` (at query times ``times_s``) to the catalog's along
-    the candidate's line. ``end_s``: the newest hop's time in the query audio."""
+            codes: np.ndarray, times_s: np.ndarray, end_s: float, cfg: EvalConfig) -> tuple[Match, float]:
+    """(the candidate with the most evidence at its voted alignment, its score) (module docstring,
+    "Re-scoring"): peak agreement over a short and a long window (``checkers``) minus the weighted
+    Hamming distances of the query's packed ``codes`` (at query times ``times_s``) to the catalog's
+    along the candidate's line. ``end_s``: the newest hop's time in the query audio. The score is
+    −inf when no candidate is a track."""
     best, best_score = candidates[0], -np.inf
     half_bits = 4.0 * codes.shape[1]
     for match in candidates[: cfg.rescore_candidates]:
@@ -248,32 +251,65 @@ def rescore(candidates: list[Match], checkers: tuple[PeakChecker, PeakChecker], 
             distances.mean() + distances.min() + distances[-1]) / half_bits
         if score > best_score:
             best, best_score = match, score
-    return best
+    return best, float(best_score)
+
+
+def rescored_choice(catalog: Catalog, relaxed: np.ndarray, times_s: np.ndarray, end_s: float,
+                    checkers: tuple[PeakChecker, PeakChecker], fp: Fingerprinter, cfg: EvalConfig,
+                    hits: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Match, float]:
+    """:func:`rescore` over the ``rescore_candidates`` best-voted tracks of a ``rescore_top_k``
+    search (``hits``: that search's result for these hops, if already made)."""
+    wide = replace(cfg, top_k=cfg.rescore_top_k, peak_candidates=cfg.rescore_candidates)
+    candidates = _decide(catalog, relaxed, times_s, fp.hop_s, wide, fp.bits, hits)
+    return rescore(candidates, checkers, catalog, pack_bits(relaxed), times_s, end_s, cfg)
+
+
+def _long_checkers(peaks: np.ndarray, catalog: Catalog, cfg: EvalConfig) -> dict[float, PeakChecker]:
+    """The long-window checker of each query duration (durations with the same window share one,
+    and with it the agreements it has computed for a hop)."""
+    windows = {d: min(d, cfg.rescore_long_window_s) for d in cfg.durations}
+    by_window = {w: _checker(peaks, catalog, w) for w in set(windows.values())}
+    return {d: by_window[w] for d, w in windows.items()}
+
+
+class Negatives(NamedTuple):
+    """Per query duration, one entry per sliding decision over non-catalog music."""
+
+    scores: dict[float, np.ndarray]  # best vote score
+    confirmed: dict[float, np.ndarray]  # the peak check confirmed one of its candidates
+    rescored: dict[float, np.ndarray]  # best re-scoring score (−inf: re-scoring off)
 
 
 def negative_scores(fp: Fingerprinter, catalog: Catalog, tracks: tuple[Track, ...], cfg: EvalConfig, degraded: bool,
-                    rng: np.random.Generator) -> tuple[dict[float, np.ndarray], dict[float, np.ndarray]]:
-    """Best vote score of every sliding D-second decision over non-catalog tracks, and whether
-    the peaks confirmed one of its candidates."""
+                    rng: np.random.Generator) -> Negatives:
+    """Every sliding D-second decision over non-catalog tracks: what would accept it."""
     scores: dict[float, list[float]] = {d: [] for d in cfg.durations}
     confirmed: dict[float, list[bool]] = {d: [] for d in cfg.durations}
+    rescored: dict[float, list[float]] = {d: [] for d in cfg.durations}
     for track in tracks:
         audio = load_audio(track)
         if degraded:
             audio = degrade.apply(audio, SAMPLE_RATE, degrade.random_chain(rng, cfg.strength).without("speed"))
         relaxed, ends, keep = track_relaxed(fp, audio)
         index, distance = search(catalog, relaxed, cfg)
-        checker = _checker(track_peaks(audio), catalog)
-        for d in cfg.durations:
-            m = max(1, int(d / fp.hop_s))
-            for j in range(m - 1, len(relaxed)):
+        wide_index, wide_distance = search(catalog, relaxed, replace(cfg, top_k=cfg.rescore_top_k))
+        peaks = track_peaks(audio)
+        checker, long_checkers = _checker(peaks, catalog), _long_checkers(peaks, catalog, cfg)
+        for j in range(len(relaxed)):  # hop by hop, so that a hop's peak agreements serve every duration
+            for d in cfg.durations:
+                m = max(1, int(d / fp.hop_s))
+                if j < m - 1:
+                    continue
                 sl = np.arange(j - m + 1, j + 1)[keep[j - m + 1 : j + 1]]
                 if len(sl) == 0:
                     continue  # dead air: no decision is taken
                 candidates = _decide(catalog, relaxed[sl], ends[sl], fp.hop_s, cfg, fp.bits, (index[sl], distance[sl]))
                 scores[d].append(candidates[0].score)
                 confirmed[d].append(peak_choice(candidates, checker, float(ends[j]), cfg) is not None)
-    return {d: np.asarray(v) for d, v in scores.items()}, {d: np.asarray(v) for d, v in confirmed.items()}
+                rescored[d].append(rescored_choice(catalog, relaxed[sl], ends[sl], float(ends[j]), (checker, long_checkers[d]),
+                                                   fp, cfg, (wide_index[sl], wide_distance[sl]))[1]
+                                   if cfg.rescore_candidates else -np.inf)  # fmt: skip
+    return Negatives(*({d: np.asarray(v) for d, v in values.items()} for values in (scores, confirmed, rescored)))
 
 
 SNR_STEPS = ("noise", "background", "speech")  # steps with an snr_db parameter, broken down by 5 dB bands
@@ -341,20 +377,21 @@ def evaluate(fp: Fingerprinter, split: Split | None = None, cfg: EvalConfig = Ev
             bar.update(task, description=f"non-catalog decisions ({'degraded' if degraded else 'clean'})")
             negatives[degraded] = (negative_scores(fp, catalog, half_a, cfg, degraded, rng),
                                    negative_scores(fp, catalog, half_b, cfg, degraded, rng))
-        thresholds = {d: threshold_for(np.concatenate([negatives[c][0][0][d] for c in (False, True)]), cfg.far_target)
+        thresholds = {d: threshold_for(np.concatenate([negatives[c][0].scores[d] for c in (False, True)]), cfg.far_target)
                       for d in cfg.durations}  # fmt: skip
+        rescored_thresholds = {d: threshold_for(np.concatenate([negatives[c][0].rescored[d] for c in (False, True)]),
+                                                cfg.far_target) for d in cfg.durations}  # fmt: skip
         results: dict[str, Any] = {}
         outcomes: list[tuple[list[str], dict[float, tuple[bool, bool]]]] = []
         for degraded in (False, True):
             condition = "degraded" if degraded else "clean"
             bar.update(task, description=f"{condition} queries", total=cfg.queries, completed=0)
             rows = {d: {"top1": [], "hit_at_threshold": [], "offset_ok": [], "ap": [], "top1_peaks": [],
-                        "hit_peaks": [], "top1_rescored": []} for d in cfg.durations}  # fmt: skip
-            wide = replace(cfg, top_k=cfg.rescore_top_k, peak_candidates=cfg.rescore_candidates)
+                        "hit_peaks": [], "top1_rescored": [], "hit_rescored": []} for d in cfg.durations}  # fmt: skip
             for _ in range(cfg.queries):
                 index = int(rng.integers(len(split.test)))
                 query = make_query(fp, rng, catalog_audio, index, context_audio, cfg, degraded)
-                checker = _checker(query.peaks, catalog)
+                checker, long_checkers = _checker(query.peaks, catalog), _long_checkers(query.peaks, catalog, cfg)
                 outcome: dict[float, tuple[bool, bool, bool]] = {}
                 for d in cfg.durations:
                     use = query.times_s <= d + 1e-9
@@ -366,12 +403,12 @@ def evaluate(fp: Fingerprinter, split: Split | None = None, cfg: EvalConfig = Ev
                     confirmed = peak_choice(candidates, checker, query.excerpt_at_s + float(times[-1]), cfg)
                     rows[d]["top1_peaks"].append((confirmed or match).track == index)
                     rows[d]["hit_peaks"].append(confirmed.track == index if confirmed else right_above(match, index, thresholds[d]))
-                    rescored = match
+                    rescored, rescored_score = match, -np.inf
                     if cfg.rescore_candidates:
-                        checkers = (checker, _checker(query.peaks, catalog, min(d, cfg.rescore_long_window_s)))
-                        rescored = rescore(_decide(catalog, relaxed, times, fp.hop_s, wide, fp.bits), checkers, catalog,
-                                           pack_bits(relaxed), times, query.excerpt_at_s + float(times[-1]), cfg)
+                        rescored, rescored_score = rescored_choice(catalog, relaxed, times, query.excerpt_at_s + float(times[-1]),
+                                                                   (checker, long_checkers[d]), fp, cfg)  # fmt: skip
                     rows[d]["top1_rescored"].append(rescored.track == index)
+                    rows[d]["hit_rescored"].append(rescored.track == index and rescored_score > rescored_thresholds[d])
                     true_offset = query.start_s + times[-1] * query.speed
                     right = match.track == index
                     rows[d]["top1"].append(right)
@@ -385,7 +422,8 @@ def evaluate(fp: Fingerprinter, split: Split | None = None, cfg: EvalConfig = Ev
                     outcomes.append((degradation_labels(query.chain.steps), outcome))
                 bar.update(task, advance=1)
             for d in cfg.durations:
-                fa, fa_confirmed = negatives[degraded][1][0][d], negatives[degraded][1][1][d]
+                held_out = negatives[degraded][1]
+                fa, fa_confirmed, fa_rescored = held_out.scores[d], held_out.confirmed[d], held_out.rescored[d]
                 results[f"{condition}/{d:g}s"] = {
                     "condition": condition,
                     "duration_s": d,
@@ -401,6 +439,9 @@ def evaluate(fp: Fingerprinter, split: Split | None = None, cfg: EvalConfig = Ev
                     "hit_peaks": float(np.mean(rows[d]["hit_peaks"])),
                     "false_accept_rate_peaks": float(np.mean((fa > thresholds[d]) | fa_confirmed)) if len(fa) else float("nan"),
                     "top1_rescored": float(np.mean(rows[d]["top1_rescored"])),
+                    "hit_rescored": float(np.mean(rows[d]["hit_rescored"])),
+                    "threshold_rescored": rescored_thresholds[d],
+                    "false_accept_rate_rescored": float(np.mean(fa_rescored > rescored_thresholds[d])) if len(fa) else float("nan"),
                 }
     return {
         "model": fp.version,
@@ -418,13 +459,13 @@ def format_table(report: dict[str, Any]) -> Any:
 
     table = Table(title=f"streamd eval — {report['model']} — catalog {report['catalog']['tracks']} test tracks, {report['catalog']['codes']} codes")
     for column in ("condition", "query", "n", "top-1", "hit@thr", "offset ok", "mAP", "threshold", "false accepts",
-                   "top-1 +peaks", "hit +peaks", "FA +peaks", "top-1 rescored"):  # fmt: skip
+                   "top-1 +peaks", "hit +peaks", "FA +peaks", "top-1 rescored", "hit rescored", "FA rescored"):  # fmt: skip
         table.add_column(column, justify="right")
     for row in report["results"].values():
         table.add_row(row["condition"], f"{row['duration_s']:g} s", str(row["queries"]), f"{100 * row['top1']:.1f} %",
                       f"{100 * row['hit_at_threshold']:.1f} %", f"{100 * row['offset_ok']:.1f} %", f"{row['mAP']:.3f}",
                       f"{row['threshold']:.2f}", f"{100 * row['false_accept_rate']:.2f} % of {row['non_catalog_decisions']}",
-                      *_peak_cells(row))  # fmt: skip
+                      *_second_look_cells(row))  # fmt: skip
     return table
 
 
@@ -445,12 +486,10 @@ def format_breakdown(report: dict[str, Any], durations: tuple[str, ...] = ("5s",
     return table
 
 
-def _peak_cells(row: dict[str, Any]) -> list[str]:
-    if "top1_peaks" not in row:  # reports written before the peak columns
-        return ["", "", "", ""]
-    rescored = f"{100 * row['top1_rescored']:.1f} %" if "top1_rescored" in row else ""
-    return [f"{100 * row['top1_peaks']:.1f} %", f"{100 * row['hit_peaks']:.1f} %", f"{100 * row['false_accept_rate_peaks']:.2f} %",
-            rescored]
+def _second_look_cells(row: dict[str, Any]) -> list[str]:
+    keys = ("top1_peaks", "hit_peaks", "false_accept_rate_peaks", "top1_rescored", "hit_rescored", "false_accept_rate_rescored")
+    return [f"{100 * row[key]:.{2 if key.startswith('false') else 1}f} %" if key in row else ""  # older reports lack some
+            for key in keys]  # fmt: skip
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:

@@ -184,11 +184,19 @@ class PeakChecker:
         self.checks = 0  # agreements computed
         self.queries = 0  # stream peak windows extracted (the costly part)
         self._last_query: tuple = (None, None)
+        self._answers: dict[tuple, float | None] = {}  # (track, offset) → agreement, for the last query
 
     def agreement(self, stream_id: str, t: float, track_id, offset_s: float) -> float | None:
         if self._last_query[0] != (stream_id, t):  # several candidates of a hop share the query
             self._last_query = ((stream_id, t), self.query(stream_id, t - self.window_s, t))
+            self._answers = {}
             self.queries += 1
+        key = (track_id, offset_s)
+        if key not in self._answers:  # the same candidate asked twice in a hop (veto, then start)
+            self._answers[key] = self._agreement(track_id, offset_s)
+        return self._answers[key]
+
+    def _agreement(self, track_id, offset_s: float) -> float | None:
         answer = self._last_query[1]
         reference = self.reference(track_id)
         if answer is None or reference is None:

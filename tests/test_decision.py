@@ -195,6 +195,22 @@ def test_a_play_opened_at_a_wrong_alignment_hands_over_to_the_right_one():
     assert ended.track_offset_s == pytest.approx(0.0, abs=HOP)
 
 
+def test_a_hand_over_keeps_the_start_of_the_airing_it_continues():
+    """The play opens at one alignment of a loop-based track; half-way through, another alignment
+    builds up and, when the first fades, takes the play over. The airing began at the first
+    alignment's hits: the ended play starts there, not where the successor's own hits began (the
+    first 30 s of the play were lost this way on a simulated station, docs/decision.md)."""
+    first = Segment(13, 30.0, 100.0)
+    later = Segment(13, 60.0, 150.0, track_offset_s=38.0, context_s=1.0)
+    m = CATALOG.matches(np.random.default_rng(3), hop_times(0.0, 200.0), [first, later], share_overlaps=False)
+    events = events_of(m)
+    assert [e.type for e in events] == [STARTED, ENDED]
+    started, ended = (e.play for e in events)
+    assert started.origin_s == ended.origin_s  # one play id
+    assert first.start_s <= ended.start_s <= first.start_s + first.context_s + HOP  # the first alignment's first hit
+    assert abs(ended.end_s - later.end_s) <= 3 * HOP
+
+
 def test_the_same_music_in_two_recordings_is_one_play_of_the_closer_one():
     """Two catalog recordings of one piece (a tempo variant, a remaster) match from the same hop:
     only the more confident one is reported; with ``rival_window_s`` 0 both were."""

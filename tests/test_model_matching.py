@@ -109,7 +109,8 @@ def test_eval_runs_on_a_tiny_corpus(tmp_path, monkeypatch):
             assert row["queries"] == 3 and 0 <= row["top1"] <= 1 and 0 <= row["mAP"] <= 1
             assert row["non_catalog_decisions"] > 0 and 0 <= row["false_accept_rate"] <= 1
             assert 0 <= row["top1_peaks"] <= 1 and 0 <= row["false_accept_rate_peaks"] <= 1
-            assert 0 <= row["top1_rescored"] <= 1
+            assert 0 <= row["top1_rescored"] <= 1 and 0 <= row["hit_rescored"] <= row["top1_rescored"]
+            assert 0 <= row["false_accept_rate_rescored"] <= 1 and np.isfinite(row["threshold_rescored"])
         assert report["catalog"]["tracks"] == 3
         overall = report["by_degradation"]["all"]  # every degraded query, by degradation
         for d in ("3s", "10s"):
@@ -122,7 +123,7 @@ def test_eval_runs_on_a_tiny_corpus(tmp_path, monkeypatch):
                                                 rescore_candidates=0), progress=False)  # fmt: skip
     for row in codes_only["results"].values():  # no candidates for the peaks or the re-scoring: the vote decides alone
         assert row["top1_peaks"] == row["top1"] and row["false_accept_rate_peaks"] == row["false_accept_rate"]
-        assert row["top1_rescored"] == row["top1"]
+        assert row["top1_rescored"] == row["top1"] and row["hit_rescored"] == row["false_accept_rate_rescored"] == 0
 
 
 def test_degraded_queries_are_grouped_by_each_step_and_snr_band():
@@ -183,8 +184,11 @@ def test_rescoring_picks_the_candidate_whose_peaks_and_codes_follow_the_query():
     query_codes = catalog.codes_along(1, 18.0 - (8.0 - times))
     checkers = (_checker(track_peaks(query), catalog), _checker(track_peaks(query), catalog, 8.0))
     wrong, right = Match(0, 18.0, 5.0, 5, 4.0), Match(1, 18.0, 4.0, 4, 5.0)
-    assert rescore([wrong, right], checkers, catalog, query_codes, times, 8.0, EvalConfig()) == right
-    assert rescore([wrong, right], checkers, catalog, query_codes, times, 8.0, EvalConfig(rescore_candidates=1)) == wrong
+    best, score = rescore([wrong, right], checkers, catalog, query_codes, times, 8.0, EvalConfig())
+    assert best == right and score > 1.0  # peaks agree over both windows, codes equal along the line
+    assert rescore([wrong, right], checkers, catalog, query_codes, times, 8.0, EvalConfig(rescore_candidates=1))[0] == wrong
     no_peaks = (_checker(np.zeros((0, 2), np.int32), catalog),) * 2  # no verdict from the peaks: codes decide
     same_track_codes = catalog.codes_along(0, 18.0 - (8.0 - times))
-    assert rescore([right, wrong], no_peaks, catalog, same_track_codes, times, 8.0, EvalConfig()) == wrong
+    assert rescore([right, wrong], no_peaks, catalog, same_track_codes, times, 8.0, EvalConfig()) == (wrong, 0.0)
+    nothing, score = rescore([Match(-1, float("nan"), 0.0, 0, 0.0)], checkers, catalog, query_codes, times, 8.0, EvalConfig())
+    assert nothing.track == -1 and score == -np.inf  # no candidate track: never above a threshold
