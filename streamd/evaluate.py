@@ -382,7 +382,7 @@ def evaluate(fp: Fingerprinter, split: Split | None = None, cfg: EvalConfig = Ev
         rescored_thresholds = {d: threshold_for(np.concatenate([negatives[c][0].rescored[d] for c in (False, True)]),
                                                 cfg.far_target) for d in cfg.durations}  # fmt: skip
         results: dict[str, Any] = {}
-        outcomes: list[tuple[list[str], dict[float, tuple[bool, bool]]]] = []
+        outcomes: list[tuple[list[str], dict[float, tuple[bool, bool, bool]]]] = []
         for degraded in (False, True):
             condition = "degraded" if degraded else "clean"
             bar.update(task, description=f"{condition} queries", total=cfg.queries, completed=0)
