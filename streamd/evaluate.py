@@ -292,7 +292,7 @@ def negative_scores(fp: Fingerprinter, catalog: Catalog, tracks: tuple[Track, ..
             audio = degrade.apply(audio, SAMPLE_RATE, degrade.random_chain(rng, cfg.strength).without("speed"))
         relaxed, ends, keep = track_relaxed(fp, audio)
         index, distance = search(catalog, relaxed, cfg)
-        wide_index, wide_distance = search(catalog, relaxed, replace(cfg, top_k=cfg.rescore_top_k))
+        wide = search(catalog, relaxed, replace(cfg, top_k=cfg.rescore_top_k)) if cfg.rescore_candidates else None
         peaks = track_peaks(audio)
         checker, long_checkers = _checker(peaks, catalog), _long_checkers(peaks, catalog, cfg)
         for j in range(len(relaxed)):  # hop by hop, so that a hop's peak agreements serve every duration
@@ -307,8 +307,8 @@ def negative_scores(fp: Fingerprinter, catalog: Catalog, tracks: tuple[Track, ..
                 scores[d].append(candidates[0].score)
                 confirmed[d].append(peak_choice(candidates, checker, float(ends[j]), cfg) is not None)
                 rescored[d].append(rescored_choice(catalog, relaxed[sl], ends[sl], float(ends[j]), (checker, long_checkers[d]),
-                                                   fp, cfg, (wide_index[sl], wide_distance[sl]))[1]
-                                   if cfg.rescore_candidates else -np.inf)  # fmt: skip
+                                                   fp, cfg, (wide[0][sl], wide[1][sl]))[1]
+                                   if wide is not None else -np.inf)  # fmt: skip
     return Negatives(*({d: np.asarray(v) for d, v in values.items()} for values in (scores, confirmed, rescored)))
 
 
