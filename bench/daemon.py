@@ -101,7 +101,7 @@ def run(n_streams: int, rounds: int, fp, searcher) -> dict:
         totals["decision"] += sum(s.decision_s for s in stats)
         totals["round"] += t3 - t0
     n = rounds - 1
-    delays = np.asarray(pipeline.delays)
+    delays = np.asarray(pipeline.delays) if pipeline.delays else np.full(1, np.nan)  # no decision: nan, not a crash
     out = {k: v / n for k, v in totals.items()}
     out.update(streams=n_streams, p50=float(np.percentile(delays, 50)), p99=float(np.percentile(delays, 99)),
                rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # fmt: skip

@@ -11,7 +11,7 @@ import torch
 from streamd.config import ModelConfig
 from streamd.model import Fingerprinter, load_fingerprinter
 from streamd.model.api import ModelLoadError, save_weights
-from streamd.model.hashing import hamming, pack_bits, unpack_bits
+from streamd.model.hashing import hamming, pack_bits, pack_bits_on_device, unpack_bits
 from streamd.model.losses import bit_balance, nt_xent, quantisation
 from streamd.model.network import LOG_FLOOR, ArchConfig, HashNet
 
@@ -225,6 +225,16 @@ def test_bits_pack_big_endian_and_hamming():
     assert hamming(codes, np.zeros_like(codes)).tolist() == [3]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_packing_on_the_device_equals_numpy_packbits(dtype):
+    """The GPU path packs codes with torch before the copy; it must give np.packbits' bytes."""
+    relaxed = torch.randn(4, 3, 128, generator=torch.Generator().manual_seed(5)).to(dtype)
+    relaxed[0, 0, :8] = 0.0  # exactly zero is a 0 bit in both
+    packed = pack_bits_on_device(relaxed)
+    assert packed.dtype == torch.uint8 and packed.shape == (4, 3, 16)
+    assert np.array_equal(packed.numpy(), np.packbits(relaxed.float().numpy() > 0, axis=-1))
+
+
 def test_losses_behave():
     q = torch.tensor([[1.0, -1.0], [-1.0, 1.0]])
     assert quantisation(q) == 0 and quantisation(q * 0.5) > 0
@@ -266,6 +276,16 @@ def test_fused_inference_form_is_the_same_function():
     windows = _logmel(2, 96, 1366, seed=12, dtype=torch.float64)
     with torch.no_grad():
         assert torch.allclose(net(windows), net.fused_for_inference()(windows), atol=1e-10)
+
+
+def test_fused_inference_form_stays_on_the_network_device():
+    """A network loaded onto a GPU must stay there when its blocks are fused (the fused convolutions
+    were once created on the CPU). The meta device stands in for the GPU here: copying a meta
+    tensor into a CPU one raises, so a block built on the CPU fails this test."""
+    net = HashNet(ArchConfig(bits=128)).to("meta")
+    fp = Fingerprinter(net)
+    assert {p.device.type for p in fp.net.parameters()} == {"meta"}
+    assert all(block.conv.weight.dtype == torch.float32 for block in fp.net.blocks)
 
 
 def test_informative_hops_skip_silence():

@@ -87,6 +87,9 @@ class Fingerprinter:
         fuse: bool = True,
     ):
         self.net = net.fused_for_inference() if fuse else net.eval()
+        for module in self.net.modules():
+            if isinstance(module, torch.nn.RNNBase):
+                module.flatten_parameters()  # cuDNN wants one weight block; copies and moves split it
         self.arch: ArchConfig = net.arch
         self.mel = mel
         self.version = version
@@ -239,6 +242,11 @@ def load_fingerprinter(model_config: Any, device: str | None = None) -> Fingerpr
     threads = int(getattr(model_config, "threads", 0) or 0)
     if threads > 0 and dev.type == "cpu":
         torch.set_num_threads(threads)
+    if dev.type == "cuda":
+        # TF32 convolutions (torch's default) flip ~0.02 % of code bits against a catalog indexed
+        # on a CPU; plain fp32 gives the CPU's bits and still ~0.9 M streams per H200 (bench/RESULTS.md).
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     fp = load_weights_file(model_config.weights, dev, max_batch=min(int(getattr(model_config, "max_batch", 256)), 1024))
     bits = getattr(model_config, "bits", fp.bits)
     hop = getattr(model_config, "hop_frames", fp.hop_frames)

@@ -18,9 +18,24 @@ def to_bits(relaxed: torch.Tensor | np.ndarray) -> np.ndarray:
     return (np.asarray(relaxed) > 0).astype(np.uint8)
 
 
+_BYTE_WEIGHTS = (128, 64, 32, 16, 8, 4, 2, 1)
+
+
 def pack_bits(relaxed: torch.Tensor | np.ndarray) -> np.ndarray:
-    """(…, K) relaxed codes → (…, K//8) packed uint8 codes."""
+    """(…, K) relaxed codes → (…, K//8) packed uint8 codes.
+
+    Codes on a GPU are packed there, so only K/8 bytes per code cross to the host (not 4K).
+    """
+    if isinstance(relaxed, torch.Tensor) and relaxed.device.type != "cpu":
+        return pack_bits_on_device(relaxed).cpu().numpy()
     return np.packbits(to_bits(relaxed), axis=-1)
+
+
+def pack_bits_on_device(relaxed: torch.Tensor) -> torch.Tensor:
+    """:func:`pack_bits` computed by torch where ``relaxed`` lives; returns a uint8 tensor there."""
+    bits = (relaxed.detach() > 0).reshape(*relaxed.shape[:-1], -1, 8).to(torch.uint8)
+    weights = torch.tensor(_BYTE_WEIGHTS, dtype=torch.uint8, device=relaxed.device)
+    return (bits * weights).sum(dim=-1, dtype=torch.uint8)
 
 
 def unpack_bits(codes: np.ndarray, bits: int | None = None) -> np.ndarray:

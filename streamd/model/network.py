@@ -176,11 +176,11 @@ class FusedConvBlock(nn.Module):
         super().__init__()
         conv, bn = block.conv, block.bn
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        self.conv = nn.Conv2d(conv.in_channels, conv.out_channels, 3, padding=conv.padding, stride=conv.stride, bias=True)
+        self.conv = nn.Conv2d(conv.in_channels, conv.out_channels, 3, padding=conv.padding, stride=conv.stride,
+                              bias=True, device=conv.weight.device, dtype=conv.weight.dtype)
         with torch.no_grad():
             self.conv.weight.copy_(conv.weight * scale[:, None, None, None])
             self.conv.bias.copy_(bn.bias - bn.running_mean * scale)
-        self.conv.to(conv.weight.dtype)
         self.pool = block.pool
         self.layout = torch.channels_last if channels_last else torch.contiguous_format
         self.conv.to(memory_format=self.layout)

@@ -94,7 +94,7 @@ class StreamingEncoder:
         """
         net, arch = self.net, self.arch
         slots = torch.as_tensor(slots, dtype=torch.long, device=self.device).reshape(-1)
-        if slots.numel() != len(set(slots.tolist())):
+        if slots.numel() != torch.unique(slots).numel():
             raise ValueError("a slot may appear only once per advance() call")
         new_frames = torch.as_tensor(new_frames, device=self.device, dtype=self.dtype)
         n_frames = new_frames.shape[-1] if new_frames.dim() == 3 else 0
