@@ -121,7 +121,7 @@ def main() -> None:
     args = parser.parse_args()
     d = load_config().daemon
     if args.malloc == "daemon":
-        tune_malloc(d.malloc_mmap_threshold_kb, d.malloc_arena_max)
+        tune_malloc(d.malloc_mmap_threshold_kb, d.malloc_arena_max, d.malloc_trim_threshold_kb)
     elif args.malloc == "heap":
         tune_malloc(524_288, 2, trim_threshold_kb=524_288)
     elif args.malloc != "glibc":

@@ -314,10 +314,12 @@ def verdict(args: argparse.Namespace, samples: list[dict], exit_code: int | None
     fds_first = max(s["fds"] for s in first)
     checks["fds"] = {"first_third_max": fds_first, "end": after[-1]["fds"], "ok": after[-1]["fds"] <= fds_first + 8}
     checks["daemon_stopped_cleanly"] = {"exit_code": exit_code, "ok": exit_code == 0}
-    checks["kept_real_time"] = {"max_lag_s": max(s["lag_s"] for s in after),
-                                "shed_after_warmup": after[-1].get("shed", 0) - after[0].get("shed", 0),
-                                "ok": True}  # fmt: skip  # informative: a slow machine falls behind
-    result["ok"] = all(c["ok"] for c in checks.values())
+    shed = after[-1].get("shed", 0) - after[0].get("shed", 0)
+    # Reported, not part of the verdict (a slow or shared machine falls behind without any leak),
+    # but never shown as passed when the daemon shed hops.
+    checks["kept_real_time"] = {"max_lag_s": max(s["lag_s"] for s in after), "shed_after_warmup": shed,
+                                "ok": shed == 0, "informative": True}  # fmt: skip
+    result["ok"] = all(c["ok"] for c in checks.values() if not c.get("informative"))
     return result
 
 
@@ -353,8 +355,10 @@ def main() -> int:
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(f"\n{args.streams} streams, {args.processes} daemon(s), phases {args.phases}, {args.duration:g} s, model {args.model}; checks after {args.warmup:g} s warm-up:")
     for name, check in result["checks"].items():
-        detail = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in check.items() if k != "ok")
-        print(f"  {'ok  ' if check['ok'] else 'FAIL'} {name}: {detail}")
+        detail = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in check.items()
+                           if k not in ("ok", "informative"))  # fmt: skip
+        verdict = ("info" if check["ok"] else "BEHIND") if check.get("informative") else ("ok  " if check["ok"] else "FAIL")
+        print(f"  {verdict} {name}: {detail}")
     delay = result.get("delay_after_warmup", {})
     print("  decision delay after warm-up (histogram bucket bounds): "
           + ", ".join(f"{k.removesuffix('_s')} {v} s" for k, v in delay.items()))  # fmt: skip

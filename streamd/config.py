@@ -82,7 +82,7 @@ class ModelConfig:
     device: str = _choice("auto", "cpu", "cuda", default="auto")
     bits: int = _choice(16, 32, 64, 128, default=128)
     hop_frames: int = _bounded(48, 1, 4096)
-    max_batch: int = _bounded(4096, 1, 1_000_000)
+    max_batch: int = _bounded(256, 1, 1_000_000)  # streams per encoder call; 4096 on a GPU (deploy/k8s/overlays/gpu)
     threads: int = _bounded(0, 0, 256)
     batch_split: int = _bounded(0, 0, 256)  # 0: one part per core in `streamd run` on CPU with threads 0, else 1
 
@@ -142,8 +142,9 @@ class DaemonConfig:
     warmup_max_records: int = _bounded(200_000, 0, 100_000_000)
     session_timeout_s: float = _bounded(10.0, 6.0, 1800.0)  # a killed daemon's partitions move after this
     shed_lag_s: float = _bounded(5.0, 0.5, 3600.0)
-    # glibc malloc (streamd/daemon/allocator.py): keeps RSS flat over hours; 0 = glibc's default.
-    malloc_mmap_threshold_kb: int = _bounded(64, 0, 1_048_576)
+    # glibc malloc (streamd/daemon/allocator.py): flat RSS without page-fault churn; 0 = glibc's default.
+    malloc_mmap_threshold_kb: int = _bounded(65_536, 0, 1_048_576)
+    malloc_trim_threshold_kb: int = _bounded(524_288, 0, 4_194_304)
     malloc_arena_max: int = _bounded(2, 0, 1024)
     gc_freeze: bool = True  # start-up objects leave the garbage collector's walks (shorter pauses)
 

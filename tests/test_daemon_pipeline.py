@@ -108,6 +108,38 @@ def test_encoder_slots_grow_without_changing_codes():
     assert np.array_equal(codes_small, codes_big)
 
 
+def test_a_round_encodes_at_most_max_batch_windows_per_call_with_the_same_codes():
+    """``model.max_batch`` caps every encoder call (the daemon's heap reuse rests on it: batch
+    buffers recur in a few sizes); cutting a round into calls changes no code."""
+    import time
+
+    from streamd.daemon.pipeline import TableSearcher
+
+    fp = ProjectionFingerprinter()
+    rng = np.random.default_rng(2)
+    audios = {f"s{i}": (0.1 * rng.standard_normal(SR * 6)).astype(np.float32) for i in range(7)}
+    now = int(time.time() * 1000)
+    codes, calls = {}, {}
+    for max_batch in (10, 4096):
+        pipeline = pipeline_from_config(load_config(), fp, TableSearcher(CodeTable.build(64, [], SearchSettings())),
+                                        max_batch=max_batch, batch_split=1)  # fmt: skip
+        sizes, advance = [], pipeline.encoder.advance_hops
+        pipeline.encoder.advance_hops = lambda slots, frames, advance=advance, sizes=sizes: (
+            sizes.append(frames.shape[0] * frames.shape[-1] // 48) or advance(slots, frames))
+        seen = []
+        pipeline.tracker.update = lambda ids, times, *rest, seen=seen: seen.append((list(ids), rest[-1].copy())) or []
+        for sid, audio in audios.items():
+            pipeline.push(list(chunks(audio, sid, now)))
+        while pipeline.bank.ready(pipeline.hop):
+            pipeline.step()
+        calls[max_batch] = sizes
+        codes[max_batch] = {sid: [row.tobytes() for ids, rows in seen for s, row in zip(ids, rows, strict=True) if s == sid]
+                            for sid in audios}  # fmt: skip  # each stream's codes in the order decided
+    assert max(calls[10]) <= 10 and len(calls[10]) > len(calls[4096]) and max(calls[4096]) > 10
+    assert sum(calls[10]) == sum(calls[4096]) == sum(len(c) for c in codes[10].values())
+    assert codes[10] == codes[4096]
+
+
 def test_catching_up_several_hops_at_once_decides_as_hop_by_hop(corpus_dir):
     """With the shipped model: a file fed all at once (up to CATCH_UP_HOPS hops per stream per
     batch, the way recognize and warm-up run) searches the same codes and decides the same events

@@ -11,12 +11,15 @@ from the heap, whose pages return to the system only when the top of the heap is
 environment variables ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_ARENA_MAX``; ``mallopt`` at start-up
 does it for every way of launching the daemon.
 
-The price is CPU: every buffer above 64 kB is mapped afresh and faulted in page by page each
-round (a 1 000-stream encoder step: 0.70 s, 0.40 s of it in the kernel, against 0.27-0.30 s with
-the buffers kept on the heap). Keeping them on the heap (large mmap and trim thresholds,
-``bench/daemon.py --malloc heap``) halves a 1 000-stream round, but RSS then crept up ~25 % in
-10 minutes of a 500-stream soak, even with ``malloc_trim`` every 30 s (bench/RESULTS.md, "Soak",
-session 11), so the daemon keeps the flat-RSS settings.
+A 64 kB threshold had a price in CPU: every buffer above it was mapped afresh and faulted in
+page by page each round (a 1 000-stream encoder step: 0.70 s, 0.40 s of it in the kernel, against
+0.27-0.30 s with the buffers kept on the heap). Keeping them on the heap with one 4 096-stream
+batch per round let RSS climb for ~15 minutes (1.4 -> 2.2 GB at 500 streams), because the batch
+buffers came in ever new sizes. With the encoder's batches capped at ``model.max_batch`` 256
+streams the large buffers recur in a few sizes that the heap reuses, so the defaults are now a
+64 MB mmap threshold and a 512 MB trim threshold: a 40-minute 500-stream soak held RSS at 1.42 GB
+from its fifth minute to its end, with ~25 % less CPU than the 64 kB setting (bench/RESULTS.md,
+"Soak", session 14).
 """
 
 from __future__ import annotations

@@ -154,7 +154,7 @@ class Pipeline:
         frontend: FrontendConfig | None = None,
         *,
         top_k: int = 10,
-        max_batch: int = 4096,
+        max_batch: int = 256,
         initial_slots: int = 64,
         shed_lag_s: float = float("inf"),
         max_lag_s: float = float("inf"),

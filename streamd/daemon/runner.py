@@ -100,7 +100,7 @@ class Daemon:
 
     def _setup(self) -> None:
         config, kafka, d = self.config, self.config.kafka, self.config.daemon
-        tune_malloc(d.malloc_mmap_threshold_kb, d.malloc_arena_max)
+        tune_malloc(d.malloc_mmap_threshold_kb, d.malloc_arena_max, d.malloc_trim_threshold_kb)
         if self._fp is None:
             from streamd.model import load_fingerprinter
 
