@@ -32,6 +32,7 @@ import torch
 
 from streamd.model.api import Fingerprinter, load_weights_file
 from streamd.model.network import ArchConfig, HashNet
+from streamd.model.streaming import CATCH_UP_HOPS
 
 HOP_S = 48 * 256 / 12000
 
@@ -101,8 +102,6 @@ def measure(fp: Fingerprinter, batch: int, repeats: int, full_batch: int) -> dic
     slots = torch.arange(batch)
     frames = torch.randn(batch, arch.n_mels, arch.hop_frames) * 3 - 6
     incremental = _time(lambda: encoder.advance(slots, frames), repeats)
-    from streamd.daemon.pipeline import CATCH_UP_HOPS  # here: the GPU bench imports this module without soxr
-
     k = CATCH_UP_HOPS  # catch-up: batch/k streams, k hops each, in one advance_hops call
     catch_up_slots = torch.arange(batch // k)
     catch_up_frames = torch.randn(batch // k, arch.n_mels, k * arch.hop_frames) * 3 - 6

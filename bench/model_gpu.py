@@ -36,8 +36,8 @@ from model import HOP_S, cost  # noqa: E402  (bench/model.py: the CPU benchmark'
 
 from streamd.model.api import Fingerprinter, load_weights_file  # noqa: E402
 from streamd.model.network import LOG_FLOOR  # noqa: E402
+from streamd.model.streaming import CATCH_UP_HOPS  # noqa: E402
 
-CATCH_UP_HOPS = 8
 PRECISIONS = {"fp32 (no TF32)": (torch.float32, False), "fp32 + TF32": (torch.float32, True),
               "bf16": (torch.bfloat16, True), "fp16": (torch.float16, True)}
 
@@ -65,12 +65,10 @@ def prepare(out: Path, tracks: int, seconds: float) -> None:
 
 
 def _with_precision(fp: Fingerprinter, dtype: torch.dtype, device: str) -> Fingerprinter:
-    out = Fingerprinter.__new__(Fingerprinter)
-    out.__dict__.update(fp.__dict__)
-    out.net = fp.net.to(device=device, dtype=dtype)
-    out.device, out.dtype = torch.device(device), dtype
-    out.max_batch = 1024
-    return out
+    """``fp`` (freshly loaded) moved to ``device`` in ``dtype``."""
+    fp.net = fp.net.to(device=device, dtype=dtype)
+    fp.device, fp.dtype = torch.device(device), dtype
+    return fp
 
 
 def _bits(relaxed: torch.Tensor) -> np.ndarray:

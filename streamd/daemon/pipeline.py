@@ -48,11 +48,11 @@ from streamd.daemon import state as stream_state
 from streamd.decision import ENDED, STARTED, DecisionParams, Play, PlayEvent, Tracker
 from streamd.frontend import FrontendBank
 from streamd.metrics import Metrics, observe_many
+from streamd.model.streaming import CATCH_UP_HOPS
 from streamd.peaks import PeakChecker, PeakParams, extract, frame_at, frame_span
 from streamd.protocol import Chunk
 
 WAVE_S = 8.0  # audio per stream pushed before the ready hops are drained (ring holds 29 s)
-CATCH_UP_HOPS = 8  # most hops one stream advances in one batch when it has a backlog
 MIN_SPLIT_ROWS = 64  # a batch is split (batch_split) only into parts of at least this many streams
 PEAK_MARGIN_FRAMES = PeakParams().time_radius + 1  # frames read beyond a peak window: its edges' peaks are exact
 

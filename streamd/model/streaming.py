@@ -21,6 +21,8 @@ import torch
 from streamd.model.hashing import pack_bits
 from streamd.model.network import LOG_FLOOR, HashNet
 
+CATCH_UP_HOPS = 8  # most hops one stream advances in one advance_hops call when it has a backlog (the daemon)
+
 
 class StreamingEncoder:
     """Incremental encoder over ``max_streams`` slots. Not thread-safe; one caller at a time.
