@@ -3,6 +3,9 @@
 N synthetic radio streams (the dev corpus's first test-split tracks, looped, each stream from
 another offset) are produced in real time (two 500 ms chunks per stream per second) to a fresh
 audio topic on the local Kafka (loopback; the topic's retention is capped so disk stays bounded).
+The producer (``--feed``) is librdkafka with the audio encoded once (bench/station_feed.py, ~6 %
+of a core for 1 000 streams), so that on a 2-vCPU machine the load generator leaves the cores to
+the daemon; ``--feed kafka-python`` is the earlier one (~1.2 cores for 1 000 streams).
 ``--phases aligned`` (default) sends every stream's chunk at the same instant, so that the daemon
 gets its work in one burst per chunk; ``--phases spread`` spreads the streams' chunk boundaries
 evenly over a chunk, as independent stations are (on this machine it costs the Python Kafka
@@ -53,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from fault_helpers import PacedIngest, free_port, group_lag, looped_blocks  # noqa: E402
+from station_feed import StationFeed  # noqa: E402
 
 from streamd import dataset  # noqa: E402
 from streamd.config import load_config  # noqa: E402
@@ -211,7 +215,7 @@ def run_soak(args: argparse.Namespace) -> dict:
         overrides["store.catalog"] = shipped_catalog(base_config, catalog)
     base = np.concatenate([dataset.load_audio(t) for t in catalog]).astype(np.float32)
     step = max(1, len(base) // args.streams)
-    audios = {f"soak-{i:04d}": looped_blocks(base, i * step) for i in range(args.streams)}
+    offsets = {f"soak-{i:04d}": i * step for i in range(args.streams)}
     ensure_topics(config, {config.kafka.audio_topic: args.partitions}, topic_configs=TOPIC_LIMITS)
     log = Path(args.log)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -223,7 +227,12 @@ def run_soak(args: argparse.Namespace) -> dict:
         daemons = [psutil.Process(proc.pid) for proc in procs]
         for daemon in daemons:
             daemon.cpu_percent()
-        feed = PacedIngest(config, audios, speed=1.0, stagger=args.phases == "spread").start()
+        if args.feed == "librdkafka":
+            feed = StationFeed(config.kafka.bootstrap_servers, config.kafka.audio_topic, base, offsets,
+                               stagger=args.phases == "spread").start()  # fmt: skip
+        else:
+            audios = {sid: looped_blocks(base, offset) for sid, offset in offsets.items()}
+            feed = PacedIngest(config, audios, speed=1.0, stagger=args.phases == "spread").start()
         t0 = time.monotonic()
         last_buckets: list = []
         warm_buckets: list = []
@@ -291,7 +300,8 @@ def print_row(sample: dict, header: bool) -> None:
 def verdict(args: argparse.Namespace, samples: list[dict], exit_code: int | None) -> dict:
     after = [s for s in samples if s["t_s"] >= args.warmup]
     result: dict = {"streams": args.streams, "duration_s": args.duration, "warmup_s": args.warmup,
-                    "model": args.model, "partitions": args.partitions, "processes": args.processes, "phases": args.phases, "samples": samples,
+                    "model": args.model, "partitions": args.partitions, "processes": args.processes, "phases": args.phases,
+                    "feed": args.feed, "samples": samples,
                     "daemon_exit_code": exit_code, "checks": {}}  # fmt: skip
     if len(after) < 6:
         result["checks"]["enough_samples"] = {"ok": False, "samples_after_warmup": len(after)}
@@ -333,6 +343,9 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--phases", choices=("aligned", "spread"), default="aligned",
                         help="streams' chunk boundaries: spread evenly over a chunk (independent stations) or all at the same instants (the worst case: one burst per chunk)")
+    parser.add_argument("--feed", choices=("librdkafka", "kafka-python"), default="librdkafka",
+                        help="the stations' producer: librdkafka with PCM encoded once (bench/station_feed.py), or "
+                             "kafka-python encoding every chunk (tests/fault_helpers.PacedIngest, the soak's feed before session 15)")
     parser.add_argument("--processes", type=int, default=1, help="daemons in the consumer group (each model.threads 1 when > 1)")
     parser.add_argument("--tracks", type=int, default=8, help="catalog tracks the streams loop over")
     parser.add_argument("--sample-s", type=float, default=None, help="seconds between samples (default 10; CI 5)")
