@@ -43,7 +43,8 @@ def test_shedding_is_reported_as_behind_without_failing_the_leak_checks():
 
     from soak import verdict
 
-    args = Namespace(streams=10, duration=300.0, warmup=30.0, model="test", partitions=1, processes=1, phases="aligned")
+    args = Namespace(streams=10, duration=300.0, warmup=30.0, model="test", partitions=1, processes=1, phases="aligned",
+                     feed="librdkafka")
     behind = verdict(args, _samples(100.0), exit_code=0)
     assert behind["checks"]["kept_real_time"]["ok"] is False and behind["checks"]["kept_real_time"]["shed_after_warmup"] > 0
     assert behind["ok"] is True
