@@ -5,7 +5,7 @@ another offset) are produced in real time (two 500 ms chunks per stream per seco
 audio topic on the local Kafka (loopback; the topic's retention is capped so disk stays bounded).
 The producer (``--feed``) is librdkafka with the audio encoded once (bench/station_feed.py, ~6 %
 of a core for 1 000 streams), so that on a 2-vCPU machine the load generator leaves the cores to
-the daemon; ``--feed kafka-python`` is the earlier one (~1.2 cores for 1 000 streams).
+the daemon; ``--feed kafka-python`` is the earlier one (~0.83 of a core for 1 000 streams).
 ``--phases aligned`` (default) sends every stream's chunk at the same instant, so that the daemon
 gets its work in one burst per chunk; ``--phases spread`` spreads the streams' chunk boundaries
 evenly over a chunk, as independent stations are (on this machine it costs the Python Kafka

@@ -1,9 +1,9 @@
 """Looping radio stations produced to Kafka in real time, at a small CPU cost (bench/soak.py's load).
 
 The soak measures the daemon, and on a 2-vCPU machine its load generator shares the daemon's cores.
-With kafka-python and per-chunk PCM encoding (tests/fault_helpers.PacedIngest) the generator took
-about 1.2 cores for 1 000 stations (bench/RESULTS.md, "Soak", session 15): more than the daemon was
-left. Here the looped audio is encoded to s16le once, each chunk's payload is a slice of it, and
+With kafka-python and per-chunk PCM encoding (tests/fault_helpers.PacedIngest) the generator takes
+0.83 of a core for 1 000 stations, this one 0.06 (``python bench/station_feed.py``, which measures
+both; bench/RESULTS.md, "Soak", session 15). Here the looped audio is encoded to s16le once, each chunk's payload is a slice of it, and
 librdkafka (confluent-kafka) builds and sends the batches in C. The records are the protocol's
 (:func:`streamd.protocol.encode`'s key, payload and headers), keyed by stream and partitioned by
 the Java client's murmur2 as kafka-python partitions them, so the daemon reads what
