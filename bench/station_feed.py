@@ -101,6 +101,8 @@ class StationFeed:
                     producer.poll(0)
                     if self.stop.wait(wait):
                         break
+                elif self.stop.is_set():  # behind real time: still stop when asked
+                    break
                 if failures:
                     raise KafkaException(failures[0])
                 while True:
