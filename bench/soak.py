@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from fault_helpers import PacedIngest, free_port, group_lag, looped_blocks  # noqa: E402
-from station_feed import StationFeed  # noqa: E402
+from station_feed import StationFeed, looping_stations  # noqa: E402
 
 from streamd import dataset  # noqa: E402
 from streamd.config import load_config  # noqa: E402
@@ -213,9 +213,7 @@ def run_soak(args: argparse.Namespace) -> dict:
     catalog = list(dataset.load_split().test[: args.tracks])
     if args.model == "shipped":
         overrides["store.catalog"] = shipped_catalog(base_config, catalog)
-    base = np.concatenate([dataset.load_audio(t) for t in catalog]).astype(np.float32)
-    step = max(1, len(base) // args.streams)
-    offsets = {f"soak-{i:04d}": i * step for i in range(args.streams)}
+    base, offsets = looping_stations(catalog, args.streams)
     ensure_topics(config, {config.kafka.audio_topic: args.partitions}, topic_configs=TOPIC_LIMITS)
     log = Path(args.log)
     log.parent.mkdir(parents=True, exist_ok=True)

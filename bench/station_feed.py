@@ -3,8 +3,8 @@
 The soak measures the daemon, and on a 2-vCPU machine its load generator shares the daemon's cores.
 With kafka-python and per-chunk PCM encoding (tests/fault_helpers.PacedIngest) the generator takes
 0.83 of a core for 1 000 stations, this one 0.06 (``python bench/station_feed.py``, which measures
-both; bench/RESULTS.md, "Soak", session 15). Here the looped audio is encoded to s16le once, each chunk's payload is a slice of it, and
-librdkafka (confluent-kafka) builds and sends the batches in C. The records are the protocol's
+both; bench/RESULTS.md, "Soak", session 15). Here the looped audio is encoded to s16le once, each
+chunk's payload is a slice of it, and librdkafka (confluent-kafka) builds and sends the batches in C. The records are the protocol's
 (:func:`streamd.protocol.encode`'s key, payload and headers), keyed by stream and partitioned by
 the Java client's murmur2 as kafka-python partitions them, so the daemon reads what
 ``streamd ingest`` would send.
@@ -37,7 +37,8 @@ def looped_records(base: np.ndarray, offsets: dict[str, int], sample_rate: int, 
     pcm = np.frombuffer(protocol.to_pcm(base, "s16le"), dtype="<i2")
     looped = np.concatenate([pcm, pcm[:frames]]).tobytes()  # a chunk that wraps is one slice too
     n, width = len(pcm), protocol.frame_bytes("s16le", 1)
-    fixed = [("v", str(protocol.VERSION).encode()), ("sr", str(sample_rate).encode()), ("ch", b"1"), ("fmt", b"s16le")]
+    per_record = ("seq", "ts")
+    fixed = [h for h in protocol.encode("-", base[:frames], sample_rate, 0, 0).headers if h[0] not in per_record]
     streams = [(sid.encode(), offset % n, round(i * chunk_ms / len(offsets)) if stagger else 0)
                for i, (sid, offset) in enumerate(offsets.items())]  # fmt: skip
     seq = 0
@@ -48,6 +49,16 @@ def looped_records(base: np.ndarray, offsets: dict[str, int], sample_rate: int, 
             ts = chunk_start_ms + phase_ms
             yield key, looped[at : at + frames * width], [*fixed, ("seq", str(seq).encode()), ("ts", str(ts).encode())], ts
         seq += 1
+
+
+def looping_stations(tracks: list, streams: int) -> tuple[np.ndarray, dict[str, int]]:
+    """The soak's stations: ``tracks``' 12 kHz audio end to end, and where each of ``streams``
+    streams starts in it (evenly spaced)."""
+    from streamd import dataset
+
+    base = np.concatenate([dataset.load_audio(t) for t in tracks]).astype(np.float32)
+    step = max(1, len(base) // streams)
+    return base, {f"soak-{i:04d}": i * step for i in range(streams)}
 
 
 def librdkafka_settings(bootstrap_servers: str) -> dict[str, object]:
@@ -136,8 +147,7 @@ def measure(feed: str, streams: int, seconds: float) -> dict[str, float]:
     config = load_config(overrides={"kafka.audio_topic": f"feedbench.{uuid.uuid4().hex[:8]}"})
     topic = config.kafka.audio_topic
     ensure_topics(config, {topic: 8}, topic_configs={"retention.bytes": str(64 << 20), "segment.bytes": str(16 << 20)})
-    base = np.concatenate([dataset.load_audio(t) for t in dataset.load_split().test[:8]]).astype(np.float32)
-    offsets = {f"soak-{i:04d}": i * (len(base) // streams) for i in range(streams)}
+    base, offsets = looping_stations(list(dataset.load_split().test[:8]), streams)
     if feed == "librdkafka":
         runner: StationFeed | PacedIngest = StationFeed(config.kafka.bootstrap_servers, topic, base, offsets)
     else:
