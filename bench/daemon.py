@@ -8,6 +8,11 @@ catalog of random codes) and decided (tracker). Per round we time every stage; a
 held in real time when a round (one hop of every stream) takes less than the hop.
 
     .venv/bin/python bench/daemon.py --streams 100,300,1000 --rounds 8 [--model test]
+    .venv/bin/python bench/daemon.py --streams 1000 --rounds 30 --daemon-threads --split 1,2
+
+``--split 1,2``: the rounds alternate between those ``model.batch_split`` values (the front end's
+framing is split alike) in one pipeline, so the table compares them under the same conditions
+(medians over the rounds of each); ``--daemon-threads``: one torch thread, as ``streamd run`` sets it.
 
 ``--model test`` uses the test fingerprinter (tests/daemon_doubles.py) as a cheap peer that shows
 the pipeline's own overhead (front end, search, tracker, Python) without the network.
@@ -54,10 +59,12 @@ def random_catalog(bits: int, tracks: int, codes_per_track: int) -> TableSearche
     return TableSearcher(CodeTable.build(bits, rows, SearchSettings()), name="bench")
 
 
-def run(n_streams: int, rounds: int, fp, searcher) -> dict:
+def run(n_streams: int, rounds: int, fp, searcher, splits: tuple[int, ...] = (1,)) -> dict[int, dict]:
+    """Stage seconds per round (medians) and delays, for each batch split in ``splits``; rounds
+    alternate between them."""
     config = load_config()
-    pipeline = pipeline_from_config(config, fp, searcher, shed_lag_s=np.inf, max_lag_s=np.inf)
-    pipeline.keep_delays = True
+    pipeline = pipeline_from_config(config, fp, searcher, shed_lag_s=np.inf, max_lag_s=np.inf,
+                                    batch_split=max(splits))  # fmt: skip
     audio = synthetic_audio(40.0, 1)
     ids = [f"s{i:05d}" for i in range(n_streams)]
     # Warm-up: 29 s of audio per stream so that the rings are full (not timed).
@@ -68,10 +75,14 @@ def run(n_streams: int, rounds: int, fp, searcher) -> dict:
         chunks = [protocol.decode(*protocol.encode(sid, block, SR, c, start + c * 512)[:3]) for sid in ids]
         pipeline.push(chunks, warm=True)
     pipeline.drain()
-    pipeline.delays.clear()
-    totals = dict(decode=0.0, frontend=0.0, model=0.0, search=0.0, decision=0.0, round=0.0)
+    stages = ("decode", "frontend", "model", "search", "decision", "round")
+    timings: dict[int, dict[str, list[float]]] = {s: {k: [] for k in stages} for s in splits}
+    delays: dict[int, list[float]] = {s: [] for s in splits}
     seq = warm_chunks
-    for r in range(rounds):
+    for r in range(rounds + len(splits)):
+        split = splits[r % len(splits)]
+        pipeline.batch_split = split
+        pipeline.bank._framer.parts = split  # noqa: SLF001 (a bench knob, not an API)
         records = []
         for _ in range(2):  # two 512 ms chunks = one hop
             block = audio[(seq % 70) * CHUNK : (seq % 70 + 1) * CHUNK]
@@ -88,23 +99,30 @@ def run(n_streams: int, rounds: int, fp, searcher) -> dict:
         pipeline.push(chunks)
         t2 = time.perf_counter()
         stats = []
+        pipeline.delays.clear()
+        pipeline.keep_delays = True
         while pipeline.bank.ready(pipeline.hop):
             pipeline.step()
             stats.append(pipeline.last_round)
         t3 = time.perf_counter()
-        if r == 0:
-            continue  # first timed round includes lazy initialisation
-        totals["decode"] += t1 - t0
-        totals["frontend"] += t2 - t1 + sum(s.frontend_s for s in stats)
-        totals["model"] += sum(s.model_s for s in stats)
-        totals["search"] += sum(s.search_s for s in stats)
-        totals["decision"] += sum(s.decision_s for s in stats)
-        totals["round"] += t3 - t0
-    n = rounds - 1
-    delays = np.asarray(pipeline.delays) if pipeline.delays else np.full(1, np.nan)  # no decision: nan, not a crash
-    out = {k: v / n for k, v in totals.items()}
-    out.update(streams=n_streams, p50=float(np.percentile(delays, 50)), p99=float(np.percentile(delays, 99)),
-               rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # fmt: skip
+        if r < len(splits):
+            continue  # each setting's first round includes lazy initialisation
+        t = timings[split]
+        t["decode"].append(t1 - t0)
+        t["frontend"].append(t2 - t1 + sum(s.frontend_s for s in stats))
+        t["model"].append(sum(s.model_s for s in stats))
+        t["search"].append(sum(s.search_s for s in stats))
+        t["decision"].append(sum(s.decision_s for s in stats))
+        t["round"].append(t3 - t0)
+        delays[split] += pipeline.delays
+    pipeline.close()
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = {}
+    for split in splits:
+        d = np.asarray(delays[split]) if delays[split] else np.full(1, np.nan)  # no decision: nan, not a crash
+        out[split] = {k: float(np.median(v)) for k, v in timings[split].items()}
+        out[split].update(streams=n_streams, p50=float(np.percentile(d, 50)), p99=float(np.percentile(d, 99)),
+                          rss_mb=rss_mb)  # fmt: skip
     return out
 
 
@@ -114,6 +132,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--model", choices=("shipped", "test"), default="shipped")
     parser.add_argument("--catalog-tracks", type=int, default=200)
+    parser.add_argument("--split", default="1", help="model.batch_split values, alternated round by round")
+    parser.add_argument("--daemon-threads", action="store_true", help="one torch thread, as `streamd run` sets it")
     parser.add_argument("--malloc", default="daemon",
                         help="glibc malloc settings: 'daemon' (daemon.malloc_*), 'heap' (large buffers kept on "
                              "the heap: 512 MB mmap and trim thresholds, 2 arenas), 'glibc' (its defaults), or "
@@ -138,15 +158,20 @@ def main() -> None:
 
         fp = load_fingerprinter(load_config().model)
     searcher = random_catalog(fp.bits, args.catalog_tracks, 200)
+    if args.daemon_threads:
+        import torch
+
+        torch.set_num_threads(1)
+    splits = tuple(int(s) for s in args.split.split(","))
     print(f"model {fp.version}; catalog {args.catalog_tracks * 200} random codes; load {os.getloadavg()[0]:.1f}; "
           f"hop 1.024 s; malloc {args.malloc}")  # fmt: skip
-    print("streams | round s | decode | frontend | model | search | decision | real time? | p50 delay s | p99 delay s | max RSS MB")
+    print("streams | split | round s (median) | decode | frontend | model | search | decision | real time? "
+          "| p50 delay s | p99 delay s | max RSS MB")  # fmt: skip
     for n in (int(s) for s in args.streams.split(",")):
-        r = run(n, args.rounds, fp, searcher)
-        print(f"{n} | {r['round']:.3f} | {r['decode']:.3f} | {r['frontend']:.3f} | {r['model']:.3f} | "
-              f"{r['search']:.3f} | {r['decision']:.3f} | {'yes' if r['round'] < 1.024 else 'no'} | "
-              f"{r['p50']:.2f} | {r['p99']:.2f} | {r['rss_mb']:.0f}", flush=True)  # fmt: skip
-
+        for split, r in run(n, args.rounds, fp, searcher, splits).items():
+            print(f"{n} | {split} | {r['round']:.3f} | {r['decode']:.3f} | {r['frontend']:.3f} | {r['model']:.3f} | "
+                  f"{r['search']:.3f} | {r['decision']:.3f} | {'yes' if r['round'] < 1.024 else 'no'} | "
+                  f"{r['p50']:.2f} | {r['p99']:.2f} | {r['rss_mb']:.0f}", flush=True)  # fmt: skip
 
 if __name__ == "__main__":
     main()

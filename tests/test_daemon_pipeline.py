@@ -205,6 +205,34 @@ def test_split_batches_give_the_same_codes_as_one_batch():
         assert np.array_equal(one, parts)
 
 
+
+def test_catch_up_batches_of_few_streams_are_split_too():
+    """A catch-up batch (few streams, several hops each) has as many windows as a wide one: it is
+    split by rows, across its streams, and still gives exactly the codes of one batch."""
+    from streamd.daemon.pipeline import MIN_SPLIT_ROWS, TableSearcher
+    from streamd.model import load_fingerprinter
+
+    config = load_config()
+    fp = load_fingerprinter(config.model)
+    table = TableSearcher(CodeTable.build(fp.bits, [], SearchSettings()))
+    rng = np.random.default_rng(2)
+    n, k = MIN_SPLIT_ROWS // 2 + 3, 4  # fewer streams than MIN_SPLIT_ROWS, 2 parts' worth of windows
+    frames = [(0.1 * rng.standard_normal((n, 96, k * fp.hop_frames))).astype(np.float32) for _ in range(2)]
+    results, calls = {}, {}
+    for split in (1, 2):
+        pipeline = pipeline_from_config(config, fp, table, batch_split=split, initial_slots=n)
+        encoder, seen = pipeline.encoder, []
+        advance = encoder.advance_hops
+        encoder.advance_hops = lambda slots, x, advance=advance, seen=seen: seen.append(len(slots)) or advance(slots, x)
+        results[split] = [pipeline._advance(torch.arange(n), torch.from_numpy(f)) for f in frames]
+        calls[split] = seen
+        pipeline.close()
+    assert calls[1] == [n, n]
+    assert sorted(calls[2]) == sorted([n // 2, n - n // 2] * 2)
+    for one, parts in zip(results[1], results[2], strict=True):
+        assert one.shape == (n, k, fp.bits // 8)
+        assert np.array_equal(one, parts)
+
 def test_the_peaks_of_a_stream_are_those_of_the_whole_recording(corpus_dir):
     """What the pipeline hands the peak check — peaks of the frames its front end holds, chunked
     as they came — equals the peaks of the whole recording's offline frames (away from the newest

@@ -191,6 +191,42 @@ def test_many_streams_pushed_together_each_match_their_own_offline(seed, block_f
         assert_frames_match(np.concatenate(got[sid], axis=1), want)
 
 
+
+def test_framing_cut_into_parts_on_a_pool_gives_the_same_bits():
+    """``pool``/``parts``: a large framing computed in parts on several threads is bit for bit the
+    one-thread framing, in the framer and through a bank of many streams pushed at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from streamd.frontend.framer import MIN_PART_FRAMES, LogmelFramer
+
+    class CountingPool(ThreadPoolExecutor):
+        submitted = 0
+
+        def submit(self, *args, **kwargs):
+            self.submitted += 1
+            return super().submit(*args, **kwargs)
+
+    rng = np.random.default_rng(3)
+    signal = music_like(rng, 400_000, 1, 12000)[:, 0]
+    starts = np.sort(rng.integers(0, len(signal) - 512, size=3 * MIN_PART_FRAMES + 17))
+    with CountingPool(2) as pool:
+        one = LogmelFramer(block_frames=100).compute(signal, starts).copy()
+        framer = LogmelFramer(block_frames=100, pool=pool, parts=3)
+        assert np.array_equal(framer.compute(signal, starts), one)
+        assert pool.submitted == 2
+        assert np.array_equal(framer.compute(signal, starts[:40]), one[:40])  # too few to cut
+        assert pool.submitted == 2
+
+        streams = {f"s{i}": music_like(rng, int(rng.uniform(2.0, 4.0) * 12000), 1, 12000) for i in range(12)}
+        chunks = [c for sid, audio in streams.items() for c in chunks_of(audio, [6000], 12000, stream_id=sid)]
+        banks = {parts: FrontendBank(pool=pool, parts=parts) for parts in (1, 2)}
+        for bank in banks.values():
+            bank.push(chunks)
+        assert pool.submitted > 2
+        ids = list(streams)
+        for mine, theirs in zip(banks[1].take_new_frames(ids), banks[2].take_new_frames(ids), strict=True):
+            assert mine.shape[1] > 0 and np.array_equal(mine, theirs)
+
 # --- gaps and disorder ----------------------------------------------------------------------------
 
 RATE = 12000

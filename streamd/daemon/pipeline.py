@@ -53,7 +53,7 @@ from streamd.peaks import PeakChecker, PeakParams, extract, frame_at, frame_span
 from streamd.protocol import Chunk
 
 WAVE_S = 8.0  # audio per stream pushed before the ready hops are drained (ring holds 29 s)
-MIN_SPLIT_ROWS = 64  # a batch is split (batch_split) only into parts of at least this many streams
+MIN_SPLIT_ROWS = 64  # a batch is split (batch_split) only into parts of at least this many windows
 PEAK_MARGIN_FRAMES = PeakParams().time_radius + 1  # frames read beyond a peak window: its edges' peaks are exact
 
 
@@ -166,7 +166,9 @@ class Pipeline:
         self.fp = fingerprinter
         self.searcher = searcher
         self.params = params
-        self.bank = FrontendBank(frontend)
+        self.batch_split = max(1, batch_split)
+        self._split_pool = ThreadPoolExecutor(self.batch_split - 1, "streamd-split") if self.batch_split > 1 else None
+        self.bank = FrontendBank(frontend, pool=self._split_pool, parts=self.batch_split)  # framing split like batches
         self.peaks = PeakChecker(self._stream_peaks, searcher.peaks_of, speed_tol=params.speed_tol)
         self.tracker = Tracker(params, catalog=searcher, peaks=self.peaks)
         self.top_k = top_k
@@ -183,8 +185,6 @@ class Pipeline:
         self.encoder = fingerprinter.streaming(initial_slots)
         self._free_slots = list(range(initial_slots - 1, -1, -1))
         self._counters = dict(self.bank.counters)
-        self.batch_split = max(1, batch_split)
-        self._split_pool = ThreadPoolExecutor(self.batch_split - 1, "streamd-model") if self.batch_split > 1 else None
         self.last_round = RoundStats()
         self.delays: list[float] = []  # capture → decision delay of every decided hop (bench reads it)
         self.keep_delays = False
@@ -437,8 +437,11 @@ class Pipeline:
         """The encoder's step for ``slots``; with ``batch_split`` > 1 the batch is cut into that
         many parts run at once on their own threads (torch releases the GIL; the parts touch
         disjoint slots). Unlike intra-op threads, the parts meet once per batch, not at every
-        operation, so a core taken by another process delays one part instead of every layer."""
-        parts = min(self.batch_split, len(slots) // MIN_SPLIT_ROWS)
+        operation, so a core taken by another process delays one part instead of every layer.
+        Parts are cut by stream but sized by rows (windows): a catch-up batch of few streams with
+        many hops each is split too, or a daemon that fell behind would encode on one core only."""
+        rows = len(slots) * (frames.shape[-1] // self.hop)
+        parts = min(self.batch_split, rows // MIN_SPLIT_ROWS, len(slots))
         if parts <= 1 or self._split_pool is None:
             return self.encoder.advance_hops(slots, frames)
         bounds = np.linspace(0, len(slots), parts + 1).astype(int)

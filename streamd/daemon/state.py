@@ -23,9 +23,10 @@ Version 1 documents (open plays only, no grid, no outbox) are still read.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
+
+import orjson
 
 from streamd.decision import Tracker
 
@@ -56,14 +57,17 @@ def export_stream(
 
 
 def encode(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
+    """Compact UTF-8 JSON. orjson, as every stream's state is written at each offset commit (about
+    14× faster than the standard library's encoder on real documents, bench/RESULTS.md "Soak");
+    numpy scalars are written as numbers."""
+    return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def decode(value: bytes) -> dict[str, Any]:
     """The state document in a record value (version 1 converted); :class:`StateError` if it is not one."""
     try:
-        document = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
         raise StateError(f"state is not JSON: {exc}") from None
     if not isinstance(document, dict) or document.get("v") not in READABLE_VERSIONS:
         raise StateError(f"state document of another version: {str(document)[:80]}")

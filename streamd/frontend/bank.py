@@ -16,6 +16,7 @@ Policy for gaps and disorder, and the counters: docs/frontend.md.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor
 
 import numpy as np
 
@@ -105,7 +106,8 @@ class FrontendBank:
     ``window_frames``; older frames are gone.
 
     ``block_frames`` frames are computed per batched step (cache-sized); ``threads`` is the torch
-    thread count for that step (see :class:`~streamd.frontend.framer.LogmelFramer`).
+    thread count for that step; with a ``pool``, large framings are cut into up to ``parts``
+    parts computed at once (see :class:`~streamd.frontend.framer.LogmelFramer`).
     """
 
     def __init__(
@@ -113,6 +115,8 @@ class FrontendBank:
         config: FrontendConfig | None = None,
         block_frames: int = DEFAULT_BLOCK_FRAMES,
         threads: int | None = 1,
+        pool: Executor | None = None,
+        parts: int = 1,
     ):
         config = config or FrontendConfig()
         self.config = config
@@ -129,7 +133,7 @@ class FrontendBank:
         self._streams: dict[str, StreamState] = {}
         hop = self.params.hop_length
         signal_frames = SIGNAL_BLOCKS * max(block_frames, MIN_MATMUL_ROWS)  # at most, per framing
-        self._framer = LogmelFramer(self.params, block_frames, threads, out_frames=signal_frames)
+        self._framer = LogmelFramer(self.params, block_frames, threads, out_frames=signal_frames, pool=pool, parts=parts)
         # New audio of many streams laid end to end, each stream's behind its unframed tail: one
         # copy per chunk, made while the resampler's output is still in cache, and the
         # resampler's array is freed at once (so the heap does not grow and shrink with every
