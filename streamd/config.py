@@ -136,7 +136,7 @@ class DaemonConfig:
     metrics_top_streams: int = _bounded(0, 0, 1000)
     # Daemon loop, delivery and load shedding (streamd/daemon/, docs/daemon.md).
     state_topic: str = "streamd.state"
-    commit_interval_s: float = _bounded(5.0, 0.1, 600.0)
+    commit_interval_s: float = _bounded(10.0, 0.1, 600.0)
     max_poll_records: int = _bounded(2000, 1, 1_000_000)
     warmup_margin_s: float = _bounded(2.0, 0.0, 600.0)
     warmup_max_records: int = _bounded(200_000, 0, 100_000_000)
@@ -147,6 +147,7 @@ class DaemonConfig:
     malloc_trim_threshold_kb: int = _bounded(524_288, 0, 4_194_304)
     malloc_arena_max: int = _bounded(2, 0, 1024)
     gc_freeze: bool = True  # start-up objects leave the garbage collector's walks (shorter pauses)
+    gc_young_threshold: int = _bounded(10_000, 0, 10_000_000)  # allocations between young collections; 0: Python's 700
 
 
 @dataclass(frozen=True)

@@ -325,6 +325,23 @@ def test_commits_roll_one_partition_at_a_time(config, kafka_bootstrap, unique, c
         assert gaps.size and gaps.max() < 2.0 + 0.5, f"a partition waited {gaps.max():.1f} s for its commit"
 
 
+
+def test_young_collections_are_spaced_out_while_the_daemon_runs(config, kafka_bootstrap, unique, cleanup):
+    """``daemon.gc_young_threshold`` holds while the daemon runs; closing gives the process its
+    collector thresholds back."""
+    import gc
+
+    cfg = daemon_config(unique, partitions=1, **{"daemon.gc_young_threshold": 12_345})
+    cleanup.append(cfg)
+    before = gc.get_threshold()
+    daemon = tone_daemon(cfg)
+    seen = []
+    commit = daemon.commit
+    daemon.commit = lambda partitions=None: (seen.append(gc.get_threshold()), commit(partitions))
+    assert feed_tone_streams(cfg, daemon, streams=2, chunks=6)
+    assert seen and all(t == (12_345, *before[1:]) for t in seen)
+    assert gc.get_threshold() == before
+
 def test_slow_iterations_are_logged_with_their_breakdown(config, kafka_bootstrap, unique, cleanup, caplog, monkeypatch):
     from streamd.daemon import runner
 

@@ -76,3 +76,18 @@ def freeze_startup_objects() -> int:
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()
+
+
+def space_young_collections(threshold: int) -> tuple[int, int, int]:
+    """Collect the young generation after ``threshold`` net allocations instead of Python's 700;
+    returns the thresholds before, for undoing.
+
+    The daemon allocates and frees many short-lived objects per record and per hop (Kafka records,
+    chunks, match lists), almost all freed by reference counting. At 700 the collector ran ~22
+    young and ~2 middle collections a second under 1 000 streams, and what survived each (objects
+    alive for a moment longer) piled into the old generation and set off a full collection (86 ms)
+    every ~5 s: 3.6 % of the main thread in all (``streamd_gc_pause_seconds``, bench/RESULTS.md,
+    "Soak", session 16). Spaced out, fewer such objects are still alive when a collection comes."""
+    before = gc.get_threshold()
+    gc.set_threshold(threshold, *before[1:])
+    return before

@@ -27,6 +27,7 @@ the last decided hop of each restored stream.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -41,7 +42,7 @@ from kafka.structs import OffsetAndMetadata
 from streamd import protocol
 from streamd.config import Config
 from streamd.daemon import state as stream_state
-from streamd.daemon.allocator import freeze_startup_objects, tune_malloc
+from streamd.daemon.allocator import freeze_startup_objects, space_young_collections, tune_malloc
 from streamd.daemon.pipeline import STARTED, Decision, Pipeline, Searcher, pipeline_from_config
 from streamd.events import encode as encode_event
 from streamd.httpserver import Heartbeat, OpsServer
@@ -91,6 +92,7 @@ class Daemon:
         self.uncommitted: dict[TopicPartition, int] = {}  # records processed since the partition's commit
         self.committed_at: dict[TopicPartition, float] = {}  # monotonic time of each partition's last commit
         self._torch_threads = 0  # torch's thread count before the daemon set its own (0: untouched)
+        self._gc_threshold: tuple[int, int, int] | None = None  # the collector's thresholds before the daemon's
         self.unacked_events = 0
         self.events_sent = 0
         self.deadlettered = 0
@@ -138,6 +140,8 @@ class Daemon:
         self.consumer.subscribe([kafka.audio_topic], listener=_Listener(self))
         if d.gc_freeze:
             freeze_startup_objects()
+        if d.gc_young_threshold:
+            self._gc_threshold = space_young_collections(d.gc_young_threshold)  # given back by close()
         log.info("daemon started", extra={"group": kafka.group_id, "topic": kafka.audio_topic,
                                           "model_version": self._fp.version,
                                           "catalog": getattr(self._searcher, "catalog_name", "")})  # fmt: skip
@@ -192,6 +196,9 @@ class Daemon:
         return 0
 
     def close(self) -> None:
+        if self._gc_threshold is not None:
+            gc.set_threshold(*self._gc_threshold)
+            self._gc_threshold = None
         if self._torch_threads:
             import torch
 
