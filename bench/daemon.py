@@ -173,5 +173,6 @@ def main() -> None:
                   f"{r['search']:.3f} | {r['decision']:.3f} | {'yes' if r['round'] < 1.024 else 'no'} | "
                   f"{r['p50']:.2f} | {r['p99']:.2f} | {r['rss_mb']:.0f}", flush=True)  # fmt: skip
 
+
 if __name__ == "__main__":
     main()
