@@ -2,12 +2,13 @@
 
 A fresh topic on the local broker is filled with ``--records`` chunks of ``--streams`` streams
 (12 kHz mono s16le, 500 ms: the soak's records, protocol headers included), then read back from the
-start by a consumer made like the daemon's (``kafka_io.make_consumer``, ``poll(max_records=
-daemon.max_poll_records)``), once per variant, each record decoded with ``protocol.decode_record``
-as the daemon does. CPU = ``time.process_time`` of this process (all threads: kafka-python 3
-reads and decodes fetch responses on its own I/O thread), so the broker's work is not counted.
-Variants alternate over ``--repeats`` rounds; the table gives the median per variant and the ratio
-to the daemon's present setting measured in the same run.
+start, once per variant, each record decoded with ``protocol.decode_record`` as the daemon does:
+by the daemon's consumer (``streamd.daemon.source.AudioSource``, librdkafka, in a fresh group) and
+by kafka-python consumers (``kafka_io.make_consumer``, ``poll(max_records=daemon.max_poll_records)``,
+the daemon's consumer until session 17) with the settings each variant names. CPU =
+``time.process_time`` of this process (all threads: librdkafka and kafka-python 3 fetch on their
+own threads), so the broker's work is not counted. Variants alternate over ``--repeats`` rounds;
+the table gives the median per variant and the ratio to the daemon's consumer in the same run.
 
     .venv/bin/python bench/kafka_consume.py --records 20000 --repeats 3 --json runs/kafka_consume.json
 """
@@ -34,8 +35,10 @@ from streamd.kafka_io import delete_topics, ensure_topics, make_consumer, make_p
 CHUNK_S = 0.5
 SAMPLE_RATE = 12000
 
+DAEMON = "daemon: librdkafka (AudioSource)"
 VARIANTS: dict[str, dict[str, Any]] = {
-    "daemon (present)": {},
+    DAEMON: {},
+    "kafka-python, defaults": {},
     "fetch_min_bytes 1 MB, wait 100 ms": {"fetch_min_bytes": 1 << 20, "fetch_max_wait_ms": 100},
     "fetch_min_bytes 4 MB, wait 200 ms": {"fetch_min_bytes": 4 << 20, "fetch_max_wait_ms": 200},
     "max_partition_fetch_bytes 8 MB": {"max_partition_fetch_bytes": 8 << 20},
@@ -56,12 +59,31 @@ def fill(config: Any, topic: str, streams: int, records: int) -> None:
     producer.close()
 
 
-def consume(config: Any, topic: str, records: int, options: dict[str, Any], max_poll: int) -> dict[str, float]:
+def _kafka_python(config: Any, topic: str, options: dict[str, Any], max_poll: int) -> tuple[Any, Any]:
     consumer = make_consumer(config, topic, group_id="", **options)
+    return consumer, lambda: consumer.poll(timeout_ms=1000, max_records=max_poll)
+
+
+def _librdkafka(config: Any, topic: str, max_poll: int) -> tuple[Any, Any]:
+    from dataclasses import replace
+
+    from streamd.daemon.source import AudioSource
+
+    group = replace(config, kafka=replace(config.kafka, group_id=f"bench.kafka-consume.{uuid.uuid4().hex[:8]}"))
+    source = AudioSource(group, lambda tps: dict.fromkeys(tps), lambda tps: None, max_records=max_poll)
+    source.subscribe(topic)
+    return source, lambda: source.poll(1.0)
+
+
+def consume(config: Any, topic: str, records: int, variant: str, max_poll: int) -> dict[str, float]:
+    if variant == DAEMON:
+        consumer, poll = _librdkafka(config, topic, max_poll)
+    else:
+        consumer, poll = _kafka_python(config, topic, VARIANTS[variant], max_poll)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     seen = 0
     while seen < records:
-        polled = consumer.poll(timeout_ms=1000, max_records=max_poll)
+        polled = poll()
         for batch in polled.values():
             for record in batch:
                 protocol.decode_record(record)
@@ -93,7 +115,7 @@ def main() -> int:
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in args.variants}
         for repeat in range(args.repeats):
             for name in args.variants:
-                result = consume(config, topic, args.records, VARIANTS[name], config.daemon.max_poll_records)
+                result = consume(config, topic, args.records, name, config.daemon.max_poll_records)
                 runs[name].append(result)
                 print(f"  round {repeat + 1}: {name}: {result['cpu_us_per_record']:.0f} µs CPU per record, "
                       f"{result['wall_s']:.1f} s")  # fmt: skip

@@ -54,7 +54,7 @@ def _bootstrap_failure(kafka: KafkaConfig, messages: list[str], exc: Exception) 
     if "SaslAuthenticationFailed" in text or "Authentication failed" in text:
         return (f"the Kafka broker at {servers} refused the SASL login of user {kafka.sasl_username!r}: authentication "
                 f"failed (check kafka.sasl_username, kafka.sasl_password, kafka.sasl_mechanism={kafka.sasl_mechanism})")
-    if "CERTIFICATE_VERIFY_FAILED" in text:
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
         return (f"the TLS certificate of the Kafka broker at {servers} is not trusted: set kafka.ssl_cafile to the CA "
                 "that signed it")
     return (f"no Kafka broker answers at {servers} (kafka.bootstrap_servers, kafka.security_protocol="
@@ -68,7 +68,7 @@ def _connect(factory: Any, config: Config | KafkaConfig, *args: Any, **options: 
     try:
         return factory(*args, **options)
     except KafkaTimeoutError as exc:  # kafka-python 3: "Unable to bootstrap from ..."
-        raise KafkaUnavailableError(_bootstrap_failure(_kafka_section(config), watcher.messages, exc)) from None
+        raise connection_failure(config, watcher.messages, exc) from None
     finally:
         kafka_logger.removeHandler(watcher)
 
@@ -101,6 +101,29 @@ def client_options(config: Config | KafkaConfig) -> dict[str, Any]:
             if getattr(kafka, key):
                 options[key] = getattr(kafka, key)
     return options
+
+
+LIBRDKAFKA_SECURITY = {"ssl_cafile": "ssl.ca.location", "ssl_certfile": "ssl.certificate.location",
+                       "ssl_keyfile": "ssl.key.location"}
+
+
+def librdkafka_options(config: Config | KafkaConfig) -> dict[str, Any]:
+    """The same connection and security settings as :func:`client_options`, for a librdkafka
+    (confluent-kafka) client: the daemon's audio consumer (:mod:`streamd.daemon.source`)."""
+    kafka = _kafka_section(config)
+    options = client_options(kafka)  # validates the SASL settings
+    out: dict[str, Any] = {"bootstrap.servers": ",".join(options["bootstrap_servers"]),
+                           "security.protocol": kafka.security_protocol}  # fmt: skip
+    if "sasl_mechanism" in options:
+        out.update({"sasl.mechanism": kafka.sasl_mechanism, "sasl.username": kafka.sasl_username or "",
+                    "sasl.password": kafka.sasl_password or ""})  # fmt: skip
+    out.update({LIBRDKAFKA_SECURITY[key]: value for key, value in options.items() if key in LIBRDKAFKA_SECURITY})
+    return out
+
+
+def connection_failure(config: Config | KafkaConfig, messages: list[str], exc: Exception) -> KafkaUnavailableError:
+    """A client could not reach or log in to the brokers: say why, from what the client logged."""
+    return KafkaUnavailableError(_bootstrap_failure(_kafka_section(config), messages, exc))
 
 
 def make_producer(config: Config | KafkaConfig, **overrides: Any) -> KafkaProducer:

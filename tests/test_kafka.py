@@ -100,3 +100,87 @@ def test_client_options_carry_tls_and_sasl_settings(config):
     assert options["ssl_cafile"] == "/ca.pem"
     with pytest.raises(ConfigError, match="kafka.sasl_mechanism"):
         client_options(replace(kafka, sasl_mechanism=""))
+
+
+def test_librdkafka_options_carry_tls_and_sasl_settings(config):
+    from dataclasses import replace
+
+    from streamd.kafka_io import librdkafka_options
+
+    kafka = replace(
+        config.kafka, bootstrap_servers="a:9093, b:9093", security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="u", sasl_password="p", ssl_cafile="/ca.pem", ssl_certfile="/c.pem",
+    )  # fmt: skip
+    assert librdkafka_options(kafka) == {
+        "bootstrap.servers": "a:9093,b:9093", "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "u", "sasl.password": "p", "ssl.ca.location": "/ca.pem", "ssl.certificate.location": "/c.pem",
+    }  # fmt: skip
+
+
+def _source_poll(source, want: int, timeout_s: float = 30.0) -> dict:
+    got: dict = {}
+    deadline = time.monotonic() + timeout_s
+    while sum(map(len, got.values())) < want and time.monotonic() < deadline:
+        for tp, records in source.poll(0.2).items():
+            got.setdefault(tp, []).extend(records)
+    return got
+
+
+def test_audio_source_starts_where_the_daemon_says_and_commits_metadata(config, kafka_topic, unique):
+    """The daemon's librdkafka consumer: each assigned partition starts at the offset the
+    ``on_assigned`` hook returns; a second member's join revokes through ``on_revoked`` (eager), and
+    neither member sees records of a partition it does not own; offsets are committed with metadata."""
+    from dataclasses import replace
+
+    from streamd.daemon.source import AudioSource
+
+    topic = kafka_topic(partitions=2)
+    cfg = replace(config, kafka=replace(config.kafka, group_id=unique("group")))
+    t0 = int(time.time() * 1000) - 60_000
+    with BoundedProducer(config) as producer:
+        for i in range(20):
+            producer.send(topic, value=f"v{i}".encode(), key=b"k", partition=i % 2, timestamp_ms=t0 + i * 1000)
+    p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    calls: list = []
+
+    def assigned(tps):
+        calls.append(("assigned", set(tps)))
+        return {p0: 7, p1: None}
+
+    first = AudioSource(cfg, assigned, lambda tps: calls.append(("revoked", set(tps))), max_records=100)
+    assert first.partitions_for_topic(topic) == {0, 1}
+    first.subscribe(topic)
+    got = _source_poll(first, 3 + 10)
+    assert first.assignment() == {p0, p1} and calls == [("assigned", {p0, p1})]
+    assert [r.offset for r in got[p0]] == [7, 8, 9] and [r.offset for r in got[p1]] == list(range(10))
+    assert got[p1][0].value == b"v1" and got[p1][0].timestamp == t0 + 1000 and got[p1][0].key == b"k"
+
+    first.commit({p0: (10, '{"ts": 123}'), p1: (4, "")})
+    assert first.committed({p0, p1}) == {p0: (10, '{"ts": 123}'), p1: (4, "")}
+    assert first.offsets_for_times({p0: t0 + 10_500, p1: t0 + 10 ** 9}) == {p0: 6, p1: None}
+    assert first.lag() == {0: 0, 1: 0}
+
+    second = AudioSource(cfg, lambda tps: {tp: 0 for tp in tps}, lambda tps: None, max_records=100)
+    second.subscribe(topic)
+    try:
+        deadline = time.monotonic() + 60
+        early: dict = {}
+        while not (first.assignment() and second.assignment()) and time.monotonic() < deadline:
+            first.poll(0.2)
+            for tp, records in second.poll(0.2).items():
+                early.setdefault(tp, []).extend(records)
+        assert first.assignment() | second.assignment() == {p0, p1}
+        assert not first.assignment() & second.assignment()
+        assert calls[1] == ("revoked", {p0, p1}) and calls[-1] == ("assigned", first.assignment())
+        (theirs,) = second.assignment()
+        from_start = _source_poll(second, 10 - len(early.get(theirs, [])))  # its hook said: from offset 0
+        from_start = {tp: early.get(tp, []) + from_start.get(tp, []) for tp in set(early) | set(from_start)}
+        assert [r.offset for r in from_start[theirs]] == list(range(10)) and set(from_start) == {theirs}
+        with BoundedProducer(config) as producer:
+            for i in range(20, 24):
+                producer.send(topic, value=f"v{i}".encode(), key=b"k", partition=i % 2)
+        assert set(_source_poll(first, 2)) == first.assignment()
+        assert [r.offset for r in _source_poll(second, 2)[theirs]] == [10, 11]
+    finally:
+        second.close()
+        first.close()

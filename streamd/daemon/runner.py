@@ -16,9 +16,10 @@ make a crash at any point recoverable:
    them is acknowledged: a restart replays at most the records after the last commit.
 
 Partitions are assigned by the group coordinator; one stream's chunks are on one partition (key =
-stream id). On revocation (noted by the listener inside ``poll``) the loop flushes what it decided
-and drops the streams of those partitions, without processing records of them any more. On
-assignment it reads the streams' states and seeks each partition back a window (29 s), a hop and
+stream id). The audio is read through librdkafka (:mod:`streamd.daemon.source`), whose rebalance
+callbacks run inside ``poll`` on this thread. On revocation the daemon flushes what it decided and
+drops the streams of those partitions, without processing records of them any more. On
+assignment it reads the streams' states and starts each partition a window (29 s), a hop and
 ``warmup_margin_s`` before the committed position (the committed offset's metadata holds the
 newest record timestamp processed), so buffers and encoder are full when decisions resume after
 the last decided hop of each restored stream.
@@ -36,14 +37,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, TopicPartition
-from kafka.structs import OffsetAndMetadata
+from kafka import TopicPartition
 
 from streamd import protocol
 from streamd.config import Config
 from streamd.daemon import state as stream_state
 from streamd.daemon.allocator import freeze_startup_objects, space_young_collections, tune_malloc
 from streamd.daemon.pipeline import STARTED, Decision, Pipeline, Searcher, pipeline_from_config
+from streamd.daemon.source import AudioSource, Record
 from streamd.events import encode as encode_event
 from streamd.httpserver import Heartbeat, OpsServer
 from streamd.kafka_io import BoundedProducer, KafkaSendError, ensure_topics, make_consumer
@@ -77,7 +78,7 @@ class Daemon:
         self.heartbeat = Heartbeat(config.daemon.health_stall_s)
         self.pipeline: Pipeline | None = None
         self.ops: OpsServer | None = None
-        self.consumer: Any = None
+        self.consumer: AudioSource | None = None
         self.producer: BoundedProducer | None = None
         self.state_partitions = 0
         self.partition_of: dict[str, TopicPartition] = {}  # stream → its audio partition
@@ -87,8 +88,6 @@ class Daemon:
         self.pending_state: dict[str, dict[str, Any]] = {}  # restored, not yet seen streams
         self.unacked: dict[str, list[dict[str, Any]]] = {}  # per stream: events sent since the last flush
         self.outbox_saved: set[str] = set()  # streams whose newest saved state lists an outbox
-        self._revoked: set[TopicPartition] = set()  # noted by the rebalance listener, handled after poll
-        self._assigned: set[TopicPartition] = set()
         self.uncommitted: dict[TopicPartition, int] = {}  # records processed since the partition's commit
         self.committed_at: dict[TopicPartition, float] = {}  # monotonic time of each partition's last commit
         self._torch_threads = 0  # torch's thread count before the daemon set its own (0: untouched)
@@ -124,8 +123,8 @@ class Daemon:
         self._unwatch_gc = self.metrics.watch_gc()
         ensure_topics(config, {kafka.audio_topic: kafka.audio_partitions, kafka.events_topic: kafka.audio_partitions,
                                kafka.deadletter_topic: 1})  # fmt: skip
-        self.consumer = make_consumer(config, max_poll_records=d.max_poll_records,
-                                      session_timeout_ms=int(d.session_timeout_s * 1000))
+        self.consumer = AudioSource(config, self.on_assigned, self.on_revoked, max_records=d.max_poll_records,
+                                    session_timeout_s=d.session_timeout_s)  # fmt: skip
         partitions = self.consumer.partitions_for_topic(kafka.audio_topic) or set()
         self.state_partitions = max(1, len(partitions))
         ensure_topics(config, {d.state_topic: self.state_partitions},
@@ -137,7 +136,7 @@ class Daemon:
                 "catalog_loaded": lambda: getattr(self._searcher, "size", 1) > 0,
                 "model_loaded": lambda: self._fp is not None,
             }).start()  # fmt: skip
-        self.consumer.subscribe([kafka.audio_topic], listener=_Listener(self))
+        self.consumer.subscribe(kafka.audio_topic)
         if d.gc_freeze:
             freeze_startup_objects()
         if d.gc_young_threshold:
@@ -155,18 +154,8 @@ class Daemon:
         try:
             while not self.stop.is_set():
                 t_start = time.monotonic()
-                polled = self.consumer.poll(timeout_ms=200)
+                polled = self.consumer.poll(0.2)  # rebalances are handled inside (on_revoked, on_assigned)
                 t_polled = time.monotonic()
-                if self._revoked:
-                    revoked, self._revoked = self._revoked, set()
-                    self.on_revoked(revoked)
-                    # another consumer owns them now: what this poll returned for them is its to decide
-                    polled = {tp: r for tp, r in polled.items() if tp not in revoked}
-                if self._assigned:
-                    self.on_assigned(self._assigned)
-                    # what this poll returned for them started at the committed offset: fetch again
-                    polled = {tp: r for tp, r in polled.items() if tp not in self._assigned}
-                    self._assigned = set()
                 if polled:
                     self._process(polled)
                 now = t_processed = time.monotonic()
@@ -208,7 +197,7 @@ class Daemon:
             self._unwatch_gc()
             self._unwatch_gc = None
         if self.consumer is not None:
-            self.consumer.close(autocommit=False)
+            self.consumer.close()
             self.consumer = None
         if self.producer is not None:
             try:
@@ -223,7 +212,7 @@ class Daemon:
         if stop is not None:
             stop()
 
-    def _process(self, polled: dict[TopicPartition, list[Any]]) -> None:
+    def _process(self, polled: dict[TopicPartition, list[Record]]) -> None:
         pipeline, m = self.pipeline, self.metrics
         assert pipeline is not None and self.producer is not None
         warm: list[protocol.Chunk] = []
@@ -254,7 +243,7 @@ class Daemon:
             self._publish(pipeline.feed(live))
         m.commit_lag.set(sum(self.uncommitted.values()))
 
-    def _dead_letter(self, record: Any, reason: str) -> None:
+    def _dead_letter(self, record: Record, reason: str) -> None:
         """A record that is not a chunk: count it and park it, with why, on the dead-letter topic.
 
         It also counts for its stream in the top-N view when its key names a stream this daemon
@@ -340,7 +329,7 @@ class Daemon:
                 self._save_state(sid)
         self._flush()
         offsets = {
-            tp: OffsetAndMetadata(offset, json.dumps({"ts": self.newest_record_ts.get(tp, 0)}), -1)
+            tp: (offset, json.dumps({"ts": self.newest_record_ts.get(tp, 0)}))
             for tp, offset in self.processed.items()
             if partitions is None or tp in partitions
         }
@@ -378,14 +367,11 @@ class Daemon:
                 info.dirty = True
 
     def _update_gauges(self) -> None:
-        consumer, m = self.consumer, self.metrics
-        assigned = consumer.assignment()
-        if assigned:
-            try:
-                ends = consumer.end_offsets(list(assigned))
-                m.set_consumer_lag({tp.partition: max(0, ends[tp] - consumer.position(tp)) for tp in assigned})
-            except Exception as exc:  # a metrics refresh must never stop the loop
-                log.debug("consumer lag refresh failed", extra={"error": repr(exc)})
+        m = self.metrics
+        try:
+            m.set_consumer_lag(self.consumer.lag())
+        except Exception as exc:  # a metrics refresh must never stop the loop
+            log.debug("consumer lag refresh failed", extra={"error": repr(exc)})
         searcher = self._searcher
         if hasattr(searcher, "size"):
             m.set_catalog(searcher.catalog_name, searcher.version, searcher.size, getattr(searcher, "n_tracks", 0))
@@ -429,49 +415,40 @@ class Daemon:
         log.info("partitions revoked", extra={"partitions": sorted(tp.partition for tp in revoked),
                                               "streams": len(gone)})  # fmt: skip
 
-    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+    def on_assigned(self, assigned: set[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """Read the new partitions' stream states; return where each partition's reading starts:
+        ``warmup_s`` of audio before its committed offset (``None``: from the beginning, nothing
+        committed yet)."""
         if not assigned:
-            return
+            return {}
         d = self.config.daemon
         self.pending_state.update(read_states(self.config, d.state_topic, {tp.partition % self.state_partitions
                                                                            for tp in assigned}))  # fmt: skip
-        for tp in assigned:
-            committed = self.consumer.committed(tp, metadata=True)
-            if committed is None or committed.offset is None or committed.offset < 0:
-                self.consumer.seek_to_beginning(tp)  # no position yet: everything, nothing to warm up
+        committed = self.consumer.committed(assigned)
+        starts: dict[TopicPartition, int | None] = {tp: None for tp in assigned}
+        newest: dict[TopicPartition, int] = {}
+        for tp, found in committed.items():
+            if found is None:
                 continue
-            start = committed.offset
+            offset, metadata = found
             try:
-                newest_ts = int(json.loads(committed.metadata or "{}").get("ts", 0))
+                newest[tp] = int(json.loads(metadata or "{}").get("ts", 0))
             except (ValueError, AttributeError, TypeError):
-                newest_ts = 0
-            if newest_ts > 0:
-                target = newest_ts - int(self.warmup_s * 1000)
-                found = self.consumer.offsets_for_times({tp: max(0, target)}).get(tp)
-                if found is not None:
-                    start = min(start, found.offset)
-            start = max(start, committed.offset - d.warmup_max_records)
-            self.consumer.seek(tp, start)
-            self.warm_until[tp] = committed.offset
-            self.processed[tp] = committed.offset
-            self.newest_record_ts[tp] = newest_ts
+                newest[tp] = 0
+            starts[tp] = offset
+            self.warm_until[tp] = offset
+            self.processed[tp] = offset
+            self.newest_record_ts[tp] = newest[tp]
+        warm_from = {tp: max(0, ts - int(self.warmup_s * 1000)) for tp, ts in newest.items() if ts > 0}
+        if warm_from:
+            for tp, offset in self.consumer.offsets_for_times(warm_from).items():
+                if offset is not None:
+                    starts[tp] = min(starts[tp], offset)
+        for tp in newest:
+            starts[tp] = max(starts[tp], self.warm_until[tp] - d.warmup_max_records)
         log.info("partitions assigned", extra={"partitions": sorted(tp.partition for tp in assigned),
                                                "restored_streams": len(self.pending_state)})  # fmt: skip
-
-
-class _Listener(ConsumerRebalanceListener):
-    """Notes the changes only: kafka-python 3 runs listeners on its IO thread, where no blocking
-    client call (commit, committed, offsets_for_times) is allowed; the loop acts on them after poll."""
-
-    def __init__(self, daemon: Daemon):
-        self.daemon = daemon
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self.daemon._revoked |= set(revoked)
-        self.daemon._assigned -= set(revoked)
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        self.daemon._assigned |= set(assigned)
+        return starts
 
 
 def read_states(config: Config, topic: str, partitions: set[int], timeout_s: float = 30.0) -> dict[str, dict[str, Any]]:
