@@ -216,5 +216,6 @@ def decode(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, 
 
 
 def decode_record(record: Any) -> Chunk:
-    """Decode a kafka-python ``ConsumerRecord`` (anything with ``key``, ``value``, ``headers``)."""
+    """Decode a consumed record (the daemon's ``source.Record``, kafka-python's ``ConsumerRecord``: anything
+    with ``key``, ``value``, ``headers``)."""
     return decode(record.key, record.value, record.headers)

@@ -1,10 +1,10 @@
 """The daemon's audio source: its consumer-group membership on the audio topic, through librdkafka.
 
 The daemon reads every chunk of every stream it owns (2 000 records/s at 1 000 streams with 0.5 s
-chunks). kafka-python parses fetch responses in Python: 120-140 µs of CPU per record, an eighth of
+chunks). kafka-python parses fetch responses in Python: 155 µs of CPU per record, 0.3 of
 a core at that rate, on the cores the front end and the model need. librdkafka (confluent-kafka)
-fetches and parses in C: ~45 µs per record, decoding included (bench/kafka_consume.py,
-bench/RESULTS.md "Kafka consumer"). Every other client (producers, admin, the readers of the
+fetches and parses in C: 56 µs per record against 155, decoding included (bench/kafka_consume.py,
+bench/RESULTS.md "Soak", session 17). Every other client (producers, admin, the readers of the
 state and events topics) stays on kafka-python; their load is small.
 
 Rebalances use the eager protocol (every member's assignment is revoked, then the new one given,
