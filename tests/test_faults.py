@@ -15,6 +15,7 @@ case is tests/test_daemon.py's ``test_restart_after_sigkill_keeps_plays_and_ids`
 
 from __future__ import annotations
 
+import collections
 import itertools
 import signal
 import time
@@ -159,7 +160,9 @@ def test_kafka_broker_restart_during_ingestion(hard, corpus_dir, unique, tmp_pat
 @pytest.mark.timeout(600)
 def test_second_daemon_joins_and_leaves(config, kafka_bootstrap, corpus_dir, unique, tmp_path, cleanup):
     """A second daemon joins the group mid-broadcast (a partition moves to it) and leaves again (it
-    moves back): no required play lost or given a second id; re-sends only with the same id."""
+    moves back): no required play lost or given a second id; re-sends only with the same id. The
+    rebalances are cooperative: the streams of the partition that never moves keep running on the
+    first daemon, and their events are exactly the fault-free run's."""
     cfg = daemon_config(unique, partitions=2, **NO_SHEDDING)  # sim-000..003: two streams on each
     cleanup.append(cfg)
     catalog, _ = corpus_tracks(8, 0)
@@ -186,10 +189,14 @@ def test_second_daemon_joins_and_leaves(config, kafka_bootstrap, corpus_dir, uni
     second.stop()
     feed.join(180)
     wait_consumed(cfg, 120)
+    kept = {sid for sid, tp in first.daemon.partition_of.items() if tp.partition not in owned}
     first.stop()
     assert owned, "the second daemon had no partition when it left"
+    assert kept, "every stream moved"
     events = eventlog.read_events(cfg)
     d = assert_delivered(truth, events, reference, handover=True)
+    ids = collections.Counter(e["event_id"] for e in events if e["stream_id"] in kept)
+    assert ids == collections.Counter(e["event_id"] for e in reference if e["stream_id"] in kept), sorted(kept)
     print(f"rebalance (second daemon consumed {took_s:.1f} s after joining, owned partitions {owned}): "
           f"{d.summary()}; event ids differing from the fault-free run: {d.differing}")
 

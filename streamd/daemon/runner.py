@@ -422,8 +422,9 @@ class Daemon:
         if not assigned:
             return {}
         d = self.config.daemon
-        self.pending_state.update(read_states(self.config, d.state_topic, {tp.partition % self.state_partitions
-                                                                           for tp in assigned}))  # fmt: skip
+        states = read_states(self.config, d.state_topic, {tp.partition % self.state_partitions for tp in assigned})
+        running = self.pipeline.streams  # a state partition may also hold streams this daemon runs already
+        self.pending_state.update((sid, doc) for sid, doc in states.items() if sid not in running)
         committed = self.consumer.committed(assigned)
         starts: dict[TopicPartition, int | None] = {tp: None for tp in assigned}
         newest: dict[TopicPartition, int] = {}

@@ -7,14 +7,19 @@ fetches and parses in C: 56 µs per record against 155, decoding included (bench
 bench/RESULTS.md "Soak", session 17). Every other client (producers, admin, the readers of the
 state and events topics) stays on kafka-python; their load is small.
 
-Rebalances use the eager protocol (every member's assignment is revoked, then the new one given,
-as with kafka-python). librdkafka runs the callbacks inside :meth:`AudioSource.poll`, on the
-daemon's own thread, so the daemon acts on them right there, with blocking client calls allowed:
+Rebalances use the cooperative protocol (``cooperative-sticky``): when a member joins or leaves,
+only the partitions that move are revoked and assigned; the others stay where they are, and their
+streams keep running without a hand-over (with the eager protocol of kafka-python every partition
+of every member was revoked, and every stream of the group replayed its warm-up). Every member of
+a group must therefore speak it: a daemon of streamd before session 17 cannot join the group of a
+newer one (the broker refuses the inconsistent protocol). librdkafka runs the callbacks inside
+:meth:`AudioSource.poll`, on the daemon's own thread, so the daemon acts on them right there, with
+blocking client calls allowed:
 
 - ``on_revoked(partitions)``: before the partitions are given up (flush, drop their streams);
 - ``on_assigned(partitions) -> {partition: start offset}``: the daemon reads the streams' states and
-  says where each partition's reading starts (a warm-up before the committed offset); the source
-  assigns the partitions at those offsets, so the first records fetched are the right ones.
+  says where each new partition's reading starts (a warm-up before the committed offset); the
+  source adds the partitions at those offsets, so the first records fetched are the right ones.
 
 librdkafka drops the records it had fetched for a previous assignment, including those already in
 the batch being collected (librdkafka PR #3269); :meth:`poll` also drops any record of a partition
@@ -82,7 +87,7 @@ class AudioSource:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "session.timeout.ms": int(session_timeout_s * 1000),
-            "partition.assignment.strategy": "range,roundrobin",  # eager, like kafka-python's members
+            "partition.assignment.strategy": "cooperative-sticky",
             "max.partition.fetch.bytes": MAX_RECORD_BYTES,
             "fetch.max.bytes": 64 * 1024 * 1024,
             "receive.message.max.bytes": 64 * 1024 * 1024 + 2 * MAX_RECORD_BYTES,
@@ -94,22 +99,25 @@ class AudioSource:
     # --- group membership -----------------------------------------------------------------
 
     def subscribe(self, topic: str) -> None:
-        self._consumer.subscribe([topic], on_assign=self._assign, on_revoke=self._revoke)
+        self._consumer.subscribe([topic], on_assign=self._assign, on_revoke=self._revoke, on_lost=self._revoke)
 
     def _assign(self, consumer: Consumer, partitions: list[_Partition]) -> None:
+        """Partitions added to this member's assignment (cooperative: only the new ones)."""
         assigned = {TopicPartition(p.topic, p.partition) for p in partitions}
-        starts = {} if self._closing else self.on_assigned(assigned)
-        consumer.assign([_Partition(tp.topic, tp.partition, _start(starts.get(tp))) for tp in sorted(assigned)])
+        starts = self.on_assigned(assigned) if assigned and not self._closing else {}
+        consumer.incremental_assign([_Partition(tp.topic, tp.partition, _start(starts.get(tp)))
+                                     for tp in sorted(assigned)])  # fmt: skip
         with self._lock:
-            self._assigned = frozenset(assigned)
+            self._assigned = self._assigned | assigned
 
     def _revoke(self, consumer: Consumer, partitions: list[_Partition]) -> None:
+        """Partitions taken from this member (revoked in a rebalance, or lost with its session)."""
         revoked = {TopicPartition(p.topic, p.partition) for p in partitions}
         with self._lock:
             self._assigned = self._assigned - revoked
-        if not self._closing:
+        if revoked and not self._closing:
             self.on_revoked(revoked)
-        consumer.unassign()
+        consumer.incremental_unassign(partitions)
 
     def assignment(self) -> set[TopicPartition]:
         """The partitions this member owns now (safe from any thread)."""
