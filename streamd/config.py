@@ -146,7 +146,6 @@ class DaemonConfig:
     malloc_mmap_threshold_kb: int = _bounded(65_536, 0, 1_048_576)
     malloc_trim_threshold_kb: int = _bounded(524_288, 0, 4_194_304)
     malloc_arena_max: int = _bounded(1, 0, 1024)  # 1: librdkafka's fetch buffers share the main arena (session 17)
-    malloc_release_interval_s: float = _bounded(60.0, 0.0, 86_400.0)  # free heap pages back to the system; 0: never
     gc_freeze: bool = True  # start-up objects leave the garbage collector's walks (shorter pauses)
     gc_young_threshold: int = _bounded(10_000, 0, 10_000_000)  # allocations between young collections; 0: Python's 700
 

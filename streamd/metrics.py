@@ -172,11 +172,6 @@ class Metrics:
         # Process.
         self.gc_pause = Histogram("streamd_gc_pause_seconds", "Python garbage-collector pauses, by generation.",
                                   ["generation"], buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
-        self.malloc_release = Histogram("streamd_malloc_release_seconds",
-                                        "Pauses returning free heap pages to the system (malloc_trim).",
-                                        buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
-        self.memory_released = Counter("streamd_memory_released_bytes_total",
-                                       "Resident memory returned to the system by malloc_trim.", registry=r)  # fmt: skip
 
         # Liveness.
         self.last_tick = Gauge("streamd_loop_last_tick_timestamp_seconds",

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from streamd.daemon.allocator import release_free_memory, tune_malloc
+from streamd.daemon.allocator import tune_malloc
 
 GLIBC = platform.libc_ver()[0] == "glibc"
 
@@ -30,7 +30,7 @@ def test_fixed_threshold_returns_freed_blocks_between_live_ones():
     (heap holes); with the fixed 64 kB threshold they are mmapped and go back to the system."""
     code = """
 import ctypes, sys
-from streamd.daemon.allocator import release_free_memory, tune_malloc
+from streamd.daemon.allocator import tune_malloc
 if sys.argv[1] == "tuned":
     tune_malloc(64, 2)
 libc = ctypes.CDLL("libc.so.6")
@@ -49,43 +49,6 @@ print((rss() - base) / 2**20)
     resident = {mode: float(subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True,
                                            check=True).stdout) for mode in ("default", "tuned")}  # fmt: skip
     assert resident["default"] > 70 and resident["tuned"] < 45, resident
-
-
-@pytest.mark.skipif(not GLIBC, reason="malloc_trim is glibc's")
-def test_release_returns_heap_holes_and_keeps_live_blocks():
-    """With the daemon's settings (64 MB mmap threshold, 512 MB trim threshold, one arena) freed
-    200 kB blocks between live ones stay resident; release_free_memory gives them back, and the
-    live blocks keep their contents."""
-    code = """
-import ctypes
-from streamd.daemon.allocator import release_free_memory, tune_malloc
-tune_malloc(65_536, 1, 524_288)
-libc = ctypes.CDLL("libc.so.6")
-libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
-libc.free.argtypes = (ctypes.c_void_p,)
-libc.memset.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t)
-def rss():
-    return int(open("/proc/self/statm").read().split()[1]) * 4096
-base = rss()
-blocks = [libc.malloc(200_000) for _ in range(400)]                         # 80 MB
-for i, b in enumerate(blocks): libc.memset(b, i % 251, 200_000)
-for b in blocks[::2]: libc.free(b)                                           # 40 MB of holes
-held = rss() - base
-released = release_free_memory()
-after = rss() - base
-intact = all(ctypes.string_at(b, 200_000) == bytes([i % 251]) * 200_000 for i, b in enumerate(blocks) if i % 2)
-print(held / 2**20, released / 2**20, after / 2**20, intact)
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    held, released, after = map(float, out[:3])
-    assert held > 70, out  # the holes stay resident without a release
-    assert released > 30 and after < 50, out
-    assert out[3] == "True"
-
-
-def test_release_in_this_process_reports_bytes():
-    released = release_free_memory()
-    assert released is None if not GLIBC else released >= 0
 
 
 def test_frozen_startup_objects_leave_full_collections():

@@ -342,26 +342,6 @@ def test_young_collections_are_spaced_out_while_the_daemon_runs(config, kafka_bo
     assert seen and all(t == (12_345, *before[1:]) for t in seen)
     assert gc.get_threshold() == before
 
-
-def test_free_heap_pages_are_released_on_schedule(config, kafka_bootstrap, unique, cleanup):
-    """With ``daemon.malloc_release_interval_s`` set, the main loop hands free heap pages back on
-    that cadence and times the pauses; 0 turns it off."""
-    releases = {}
-    for interval in (0.2, 0.0):
-        cfg = daemon_config(unique, partitions=1, **{"daemon.malloc_release_interval_s": interval})
-        cleanup.append(cfg)
-        daemon = tone_daemon(cfg)
-        started = time.monotonic()
-        assert feed_tone_streams(cfg, daemon, streams=2, chunks=6)
-        samples = {s.name: s.value for s in daemon.metrics.malloc_release.collect()[0].samples}
-        releases[interval] = (samples["streamd_malloc_release_seconds_count"],
-                              samples["streamd_malloc_release_seconds_sum"], time.monotonic() - started)  # fmt: skip
-    count, pause_s, wall_s = releases[0.2]
-    assert 2 <= count <= wall_s / 0.2 + 1
-    assert pause_s < wall_s / 10
-    assert releases[0.0][0] == 0
-
-
 def test_slow_iterations_are_logged_with_their_breakdown(config, kafka_bootstrap, unique, cleanup, caplog, monkeypatch):
     from streamd.daemon import runner
 

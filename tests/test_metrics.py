@@ -29,8 +29,6 @@ EXPECTED = {
     "streamd_commit_failures": "counter",
     "streamd_commit_seconds": "histogram",
     "streamd_gc_pause_seconds": "histogram",
-    "streamd_malloc_release_seconds": "histogram",
-    "streamd_memory_released_bytes": "counter",
     "streamd_hops": "counter",
     "streamd_batch_size": "histogram",
     "streamd_inference_seconds": "histogram",

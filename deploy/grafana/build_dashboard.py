@@ -244,12 +244,10 @@ SECTIONS: list[tuple[str, list[Panel]]] = [
             ),
             Panel(
                 "Main-loop pauses",
-                "What stops a pod's main loop besides inference: full garbage collections and the "
-                "periodic return of free heap pages (mean per pod), offset commits with their state "
-                "saves (p99 over all pods).",
+                "What stops a pod's main loop besides inference: full garbage collections (mean per "
+                "pod) and offset commits with their state saves (p99 over all pods).",
                 (
                     Query(mean("streamd_gc_pause_seconds", "instance, generation"), "GC gen {{generation}} {{instance}}"),
-                    Query(mean("streamd_malloc_release_seconds", "instance"), "heap release {{instance}}"),
                     Query(
                         f"histogram_quantile(0.99, sum by (le) (rate({m('streamd_commit_seconds_bucket')}[{RATE}])))",
                         "commit p99",
@@ -442,12 +440,8 @@ SECTIONS: list[tuple[str, list[Panel]]] = [
             ),
             Panel(
                 "Resident memory",
-                "Process RSS per pod (limit 4 GiB on CPU pods), and the free heap memory each pod "
-                "hands back to the system per minute (what its peaks had grown the heap by).",
-                (
-                    Query(f"sum by (instance) ({m('process_resident_memory_bytes')})", "{{instance}}"),
-                    Query(f"60 * {rate('streamd_memory_released_bytes_total')}", "released / min {{instance}}"),
-                ),
+                "Process RSS per pod (limit 4 GiB on CPU pods).",
+                (Query(f"sum by (instance) ({m('process_resident_memory_bytes')})", "{{instance}}"),),
                 unit="bytes",
             ),
             Panel(

@@ -20,14 +20,6 @@ streams the large buffers recur in a few sizes that the heap reuses, so the defa
 64 MB mmap threshold and a 512 MB trim threshold: a 40-minute 500-stream soak held RSS at 1.42 GB
 from its fifth minute to its end, with ~25 % less CPU than the 64 kB setting (bench/RESULTS.md,
 "Soak", session 14).
-
-That heap keeps its high-water mark: when the daemon falls behind for a moment (a lag spike:
-bigger polls, a fuller librdkafka prefetch queue), the heap grows, and the freed pages inside it
-stay resident, since only a free top above the trim threshold is returned. Over an hour at 1 000
-streams RSS rose in such steps, +12 % in all (bench/RESULTS.md, "Soak", session 18).
-``release_free_memory`` (glibc's ``malloc_trim(0)``, every ``daemon.malloc_release_interval_s``)
-hands the free pages back without moving a live block; the pages the next rounds use again fault
-back in once.
 """
 
 from __future__ import annotations
@@ -36,7 +28,6 @@ import ctypes
 import ctypes.util
 import gc
 import logging
-import os
 
 log = logging.getLogger(__name__)
 
@@ -72,36 +63,6 @@ def tune_malloc(mmap_threshold_kb: int, arena_max: int, trim_threshold_kb: int =
                     extra={"mmap_threshold_kb": mmap_threshold_kb, "arena_max": arena_max,
                            "trim_threshold_kb": trim_threshold_kb})  # fmt: skip
     return bool(ok)
-
-
-_malloc_trim = None  # glibc's malloc_trim once looked up; False where there is none
-
-
-def _resident_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def release_free_memory() -> int | None:
-    """Return the free pages of every malloc arena to the system (glibc ``malloc_trim(0)``: the
-    free top of the heap and whole free pages inside it); returns the bytes of RSS that went, or
-    None on a C library without ``malloc_trim`` or a system without ``/proc``."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _malloc_trim = libc.malloc_trim
-            _malloc_trim.argtypes, _malloc_trim.restype = (ctypes.c_size_t,), ctypes.c_int
-        except (OSError, AttributeError):
-            _malloc_trim = False
-    if not _malloc_trim:
-        return None
-    try:
-        before = _resident_bytes()
-        _malloc_trim(0)
-        return max(0, before - _resident_bytes())
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def freeze_startup_objects() -> int:

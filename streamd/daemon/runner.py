@@ -42,12 +42,7 @@ from kafka import TopicPartition
 from streamd import protocol
 from streamd.config import Config
 from streamd.daemon import state as stream_state
-from streamd.daemon.allocator import (
-    freeze_startup_objects,
-    release_free_memory,
-    space_young_collections,
-    tune_malloc,
-)
+from streamd.daemon.allocator import freeze_startup_objects, space_young_collections, tune_malloc
 from streamd.daemon.pipeline import STARTED, Decision, Pipeline, Searcher, pipeline_from_config
 from streamd.daemon.source import AudioSource, Record
 from streamd.events import encode as encode_event
@@ -155,8 +150,7 @@ class Daemon:
     def run(self) -> int:
         self._setup()
         assert self.consumer is not None
-        next_commit = last_lag = last_release = time.monotonic()
-        release_every = self.config.daemon.malloc_release_interval_s
+        next_commit = last_lag = time.monotonic()
         try:
             while not self.stop.is_set():
                 t_start = time.monotonic()
@@ -175,9 +169,6 @@ class Daemon:
                 if now - last_lag >= LAG_INTERVAL_S:
                     self._update_gauges()
                     last_lag = now
-                if release_every and now - last_release >= release_every:
-                    self._release_memory()
-                    last_release = now
                 self.heartbeat.beat()
                 self.metrics.tick()
                 t_end = time.monotonic()
@@ -192,15 +183,6 @@ class Daemon:
         finally:
             self.close()
         return 0
-
-    def _release_memory(self) -> None:
-        """Hand the heap's free pages back to the system (allocator.release_free_memory), so that
-        RSS follows what the daemon holds instead of its high-water mark; the pause is timed."""
-        started = time.perf_counter()
-        released = release_free_memory()
-        self.metrics.malloc_release.observe(time.perf_counter() - started)
-        if released:
-            self.metrics.memory_released.inc(released)
 
     def close(self) -> None:
         if self._gc_threshold is not None:
